@@ -1,0 +1,729 @@
+package matomo
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// Done flag values of Matomo's archive done rows (core/DataAccess/ArchiveWriter.php).
+const (
+	DoneOK               = 1
+	DoneError            = 2
+	DoneOKTemporary      = 3
+	DoneInvalidated      = 4
+	DonePartial          = 5
+	DoneErrorInvalidated = 6
+)
+
+// Periods as stored in archive tables.
+const (
+	PeriodDay   = 1
+	PeriodWeek  = 2
+	PeriodMonth = 3
+	PeriodYear  = 4
+	PeriodRange = 5
+)
+
+// DBOptions tune the connection; zero values take the defaults.
+type DBOptions struct {
+	ConnectTimeout time.Duration // default 5s
+	QueryTimeout   time.Duration // default 30s, applied to every query
+	MaxOpenConns   int           // default 4
+}
+
+// DB is matomod's read access to Matomo's database. Every SQL string
+// matomod runs against Matomo lives in this package.
+type DB struct {
+	db      *sql.DB
+	prefix  string
+	dbName  string
+	timeout time.Duration
+
+	mu          sync.Mutex
+	roundTrips  int64
+	hasInvalTbl *bool
+}
+
+var tlsSeq struct {
+	sync.Mutex
+	n int
+}
+
+// DSN builds the go-sql-driver DSN for s (UTC, parseTime, timeouts). It
+// contains the password: never log it.
+func DSN(s DBSettings, o DBOptions) (string, error) {
+	o = o.withDefaults()
+	if err := ValidatePrefix(s.TablesPrefix); err != nil {
+		return "", err
+	}
+	if s.DBName == "" {
+		return "", errors.New("database name is empty: set [database] dbname in config.ini.php or database.dbname in matomod.yml")
+	}
+	c := mysql.NewConfig()
+	c.User = s.User
+	c.Passwd = string(s.Password)
+	c.DBName = s.DBName
+	if s.Socket != "" {
+		c.Net, c.Addr = "unix", s.Socket
+	} else {
+		host := s.Host
+		if host == "" || host == "localhost" {
+			// Matomo's "localhost" means the default socket to PDO; TCP to
+			// loopback reaches the same server without guessing a path.
+			host = "127.0.0.1"
+		}
+		port := s.Port
+		if port == 0 {
+			port = 3306
+		}
+		c.Net, c.Addr = "tcp", fmt.Sprintf("%s:%d", host, port)
+		if strings.Contains(host, ":") {
+			c.Addr = fmt.Sprintf("[%s]:%d", host, port)
+		}
+	}
+	c.ParseTime = true
+	c.Loc = time.UTC
+	c.Timeout = o.ConnectTimeout
+	c.ReadTimeout = o.QueryTimeout + 5*time.Second
+	c.WriteTimeout = o.QueryTimeout + 5*time.Second
+	c.Params = map[string]string{"time_zone": "'+00:00'"}
+	if s.Charset != "" {
+		if err := c.Apply(mysql.Charset(s.Charset, "")); err != nil {
+			return "", err
+		}
+	}
+	if s.EnableSSL {
+		tc := &tls.Config{InsecureSkipVerify: s.SSLNoVerify} //nolint:gosec // operator's explicit ssl_no_verify
+		if s.SSLCA != "" {
+			pem, err := os.ReadFile(s.SSLCA)
+			if err != nil {
+				return "", fmt.Errorf("ssl_ca %s: %w", s.SSLCA, err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return "", fmt.Errorf("ssl_ca %s: no PEM certificate found", s.SSLCA)
+			}
+			tc.RootCAs = pool
+		}
+		if s.SSLCert != "" || s.SSLKey != "" {
+			cert, err := tls.LoadX509KeyPair(s.SSLCert, s.SSLKey)
+			if err != nil {
+				return "", fmt.Errorf("ssl_cert/ssl_key: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		if s.Socket == "" {
+			tc.ServerName, _, _ = strings.Cut(c.Addr, ":")
+		}
+		tlsSeq.Lock()
+		tlsSeq.n++
+		name := "matomod" + strconv.Itoa(tlsSeq.n)
+		tlsSeq.Unlock()
+		if err := mysql.RegisterTLSConfig(name, tc); err != nil {
+			return "", err
+		}
+		c.TLSConfig = name
+	}
+	return c.FormatDSN(), nil
+}
+
+func (o DBOptions) withDefaults() DBOptions {
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = 5 * time.Second
+	}
+	if o.QueryTimeout <= 0 {
+		o.QueryTimeout = 30 * time.Second
+	}
+	if o.MaxOpenConns <= 0 {
+		o.MaxOpenConns = 4
+	}
+	return o
+}
+
+// Open returns a pool for Matomo's DB. It does not connect: call Ping.
+func Open(s DBSettings, o DBOptions) (*DB, error) {
+	o = o.withDefaults()
+	dsn, err := DSN(s, o)
+	if err != nil {
+		return nil, err
+	}
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("database %s: %w", s.DBName, err)
+	}
+	db.SetMaxOpenConns(o.MaxOpenConns)
+	db.SetMaxIdleConns(o.MaxOpenConns)
+	db.SetConnMaxLifetime(10 * time.Minute)
+	db.SetConnMaxIdleTime(2 * time.Minute)
+	return &DB{db: db, prefix: s.TablesPrefix, dbName: s.DBName, timeout: o.QueryTimeout}, nil
+}
+
+// Close releases the pool.
+func (d *DB) Close() error { return d.db.Close() }
+
+// SQL exposes the pool for leader election, which needs a dedicated conn.
+func (d *DB) SQL() *sql.DB { return d.db }
+
+// Name is the database name (used to name the leader lock).
+func (d *DB) Name() string { return d.dbName }
+
+// Prefix is the validated tables_prefix.
+func (d *DB) Prefix() string { return d.prefix }
+
+// RoundTrips counts queries sent, for the benchmark.
+func (d *DB) RoundTrips() int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.roundTrips
+}
+
+func (d *DB) count() {
+	d.mu.Lock()
+	d.roundTrips++
+	d.mu.Unlock()
+}
+
+func (d *DB) ctx(parent context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(parent, d.timeout)
+}
+
+// T returns the quoted, prefixed table name. name is always one of ours.
+func (d *DB) T(name string) string { return "`" + d.prefix + name + "`" }
+
+func (d *DB) query(ctx context.Context, q string, args ...any) (*sql.Rows, context.CancelFunc, error) {
+	ctx, cancel := d.ctx(ctx)
+	d.count()
+	rows, err := d.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	return rows, cancel, nil
+}
+
+// Ping checks the DB answers.
+func (d *DB) Ping(ctx context.Context) error {
+	ctx, cancel := d.ctx(ctx)
+	defer cancel()
+	d.count()
+	if err := d.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("database %s unreachable: %w", d.dbName, err)
+	}
+	return nil
+}
+
+// Site is one Matomo website.
+type Site struct {
+	ID       int
+	Name     string
+	TZName   string
+	Loc      *time.Location // nil when TZName is invalid (TZErr says why)
+	TZErr    error
+	Created  Date // date part of ts_created (UTC)
+	HasCrDat bool
+}
+
+// Sites lists every site with its time zone resolved.
+func (d *DB) Sites(ctx context.Context) ([]Site, error) {
+	rows, cancel, err := d.query(ctx, "SELECT idsite, name, ts_created, timezone FROM "+d.T("site")+" ORDER BY idsite")
+	if err != nil {
+		return nil, fmt.Errorf("reading %ssite: %w", d.prefix, err)
+	}
+	defer cancel()
+	defer rows.Close()
+	var out []Site
+	for rows.Next() {
+		var s Site
+		var created sql.NullTime
+		if err := rows.Scan(&s.ID, &s.Name, &created, &s.TZName); err != nil {
+			return nil, fmt.Errorf("reading %ssite: %w", d.prefix, err)
+		}
+		if created.Valid {
+			s.Created, s.HasCrDat = DateOf(created.Time.UTC()), true
+		}
+		s.Loc, s.TZErr = LoadLocation(s.TZName)
+		if s.TZErr != nil {
+			s.TZErr = fmt.Errorf("site %d: %w", s.ID, s.TZErr)
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// TablesPresent reports which of the tables matomod reads exist.
+func (d *DB) TablesPresent(ctx context.Context) (map[string]bool, error) {
+	rows, cancel, err := d.query(ctx, "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name IN (?, ?, ?, ?)",
+		d.prefix+"site", d.prefix+"log_visit", d.prefix+"option", d.prefix+"archive_invalidations")
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	defer rows.Close()
+	out := map[string]bool{"site": false, "log_visit": false, "option": false, "archive_invalidations": false}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out[strings.TrimPrefix(n, d.prefix)] = true
+	}
+	return out, rows.Err()
+}
+
+// ArchiveTable is one archive_numeric_YYYY_MM table; Month is its first day.
+type ArchiveTable struct {
+	Name  string // without prefix
+	Month Date
+}
+
+var archiveTableRE = regexp.MustCompile(`^archive_numeric_(\d{4})_(\d{2})$`)
+
+// ArchiveTables lists the monthly numeric tables, oldest first.
+func (d *DB) ArchiveTables(ctx context.Context) ([]ArchiveTable, error) {
+	rows, cancel, err := d.query(ctx, "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name LIKE ?",
+		likeEscape(d.prefix+"archive_numeric_")+"%")
+	if err != nil {
+		return nil, fmt.Errorf("listing archive tables: %w", err)
+	}
+	defer cancel()
+	defer rows.Close()
+	var out []ArchiveTable
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		m := archiveTableRE.FindStringSubmatch(strings.TrimPrefix(n, d.prefix))
+		if m == nil {
+			continue
+		}
+		y, _ := strconv.Atoi(m[1])
+		mo, _ := strconv.Atoi(m[2])
+		if mo < 1 || mo > 12 {
+			continue
+		}
+		out = append(out, ArchiveTable{Name: strings.TrimPrefix(n, d.prefix), Month: NewDate(y, time.Month(mo), 1)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Month < out[j].Month })
+	return out, rows.Err()
+}
+
+func likeEscape(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `_`, `\_`, `%`, `\%`)
+	return r.Replace(s)
+}
+
+// DoneFlag is one no-segment day archive's done row.
+type DoneFlag struct {
+	IDSite     int
+	Date       Date
+	IDArchive  int64
+	Value      int
+	TSArchived time.Time
+}
+
+// Newer reports whether f supersedes g for the same site-day: the newest
+// ts_archived wins, then the highest idarchive (Matomo's own rule).
+func (f DoneFlag) Newer(g DoneFlag) bool {
+	if !f.TSArchived.Equal(g.TSArchived) {
+		return f.TSArchived.After(g.TSArchived)
+	}
+	return f.IDArchive > g.IDArchive
+}
+
+// DoneFlagsSQL is the full read of one monthly table's day done rows. Only
+// the row named exactly 'done' is the day's archive: segment (done<hash>) and
+// plugin (done.Plugin) flags do not count. A table scan measured faster than
+// index_idsite_dates_period for this (every row of period 1 is wanted).
+func (d *DB) DoneFlagsSQL(table string, sites []int) string {
+	q := "SELECT idsite, date1, idarchive, value, ts_archived FROM " + d.T(table) +
+		" WHERE period = 1 AND name = 'done'"
+	return q + siteFilter(sites)
+}
+
+// DoneFlagsSinceSQL reads day done rows archived at or after since, through
+// index_period_archived (a range on (period, ts_archived)).
+func (d *DB) DoneFlagsSinceSQL(table string, sites []int) string {
+	return "SELECT idsite, date1, idarchive, value, ts_archived FROM " + d.T(table) +
+		" FORCE INDEX (index_period_archived) WHERE period = 1 AND ts_archived >= ? AND name = 'done'" + siteFilter(sites)
+}
+
+func siteFilter(sites []int) string {
+	if len(sites) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(" AND idsite IN (")
+	for i, s := range sites {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Itoa(s))
+	}
+	b.WriteByte(')')
+	return b.String()
+}
+
+// DoneFlags reads every day done row of the given monthly tables (one query
+// per table), or with since non-zero only those archived at or after since.
+// fn is called for each row; rows are not buffered.
+func (d *DB) DoneFlags(ctx context.Context, tables []string, sites []int, since time.Time, fn func(DoneFlag)) error {
+	for _, t := range tables {
+		var (
+			rows   *sql.Rows
+			cancel context.CancelFunc
+			err    error
+		)
+		if since.IsZero() {
+			rows, cancel, err = d.query(ctx, d.DoneFlagsSQL(t, sites))
+		} else {
+			rows, cancel, err = d.query(ctx, d.DoneFlagsSinceSQL(t, sites), since.UTC())
+		}
+		if err != nil {
+			if isNoSuchTable(err) { // dropped between listing and reading
+				continue
+			}
+			return fmt.Errorf("reading done flags from %s%s: %w", d.prefix, t, err)
+		}
+		err = func() error {
+			defer cancel()
+			defer rows.Close()
+			for rows.Next() {
+				var f DoneFlag
+				var date time.Time
+				var ts sql.NullTime
+				var val sql.NullFloat64
+				if err := rows.Scan(&f.IDSite, &date, &f.IDArchive, &val, &ts); err != nil {
+					return err
+				}
+				f.Date = DateOf(date)
+				f.Value = int(val.Float64)
+				f.TSArchived = ts.Time
+				fn(f)
+			}
+			return rows.Err()
+		}()
+		if err != nil {
+			return fmt.Errorf("reading done flags from %s%s: %w", d.prefix, t, err)
+		}
+	}
+	return nil
+}
+
+func isNoSuchTable(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == 1146
+}
+
+// NbVisits reads nb_visits of the given archives of one monthly table.
+func (d *DB) NbVisits(ctx context.Context, table string, ids []int64) (map[int64]int64, error) {
+	out := make(map[int64]int64, len(ids))
+	for len(ids) > 0 {
+		n := min(len(ids), 1000)
+		batch := ids[:n]
+		ids = ids[n:]
+		var b strings.Builder
+		b.WriteString("SELECT idarchive, value FROM " + d.T(table) + " WHERE name = 'nb_visits' AND idarchive IN (")
+		for i, id := range batch {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(strconv.FormatInt(id, 10))
+		}
+		b.WriteByte(')')
+		rows, cancel, err := d.query(ctx, b.String())
+		if err != nil {
+			return nil, fmt.Errorf("reading nb_visits from %s%s: %w", d.prefix, table, err)
+		}
+		err = func() error {
+			defer cancel()
+			defer rows.Close()
+			for rows.Next() {
+				var id int64
+				var v float64
+				if err := rows.Scan(&id, &v); err != nil {
+					return err
+				}
+				out[id] = int64(v)
+			}
+			return rows.Err()
+		}()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Probe asks how many raw visits site IDSite has in [From, To) (UTC).
+type Probe struct {
+	IDSite   int
+	From, To time.Time
+}
+
+const sqlTime = "2006-01-02 15:04:05"
+
+// ProbeSQL counts visits for each probe, one UNION ALL branch per probe, each
+// an index range on index_idsite_datetime. Values are generated (ints and
+// formatted times), never user text, so they are inlined.
+func (d *DB) ProbeSQL(probes []Probe) string {
+	var b strings.Builder
+	lv := d.T("log_visit")
+	for i, p := range probes {
+		if i > 0 {
+			b.WriteString(" UNION ALL ")
+		}
+		fmt.Fprintf(&b, "SELECT %d AS k, COUNT(*) AS n FROM %s FORCE INDEX (index_idsite_datetime) WHERE idsite = %d AND visit_last_action_time >= '%s' AND visit_last_action_time < '%s'",
+			i, lv, p.IDSite, p.From.UTC().Format(sqlTime), p.To.UTC().Format(sqlTime))
+	}
+	return b.String()
+}
+
+// ProbeBatch is how many site-days one round trip counts.
+const ProbeBatch = 400
+
+// CountVisits returns the raw visit count of each probe, batched.
+func (d *DB) CountVisits(ctx context.Context, probes []Probe) ([]int64, error) {
+	out := make([]int64, len(probes))
+	for off := 0; off < len(probes); off += ProbeBatch {
+		batch := probes[off:min(off+ProbeBatch, len(probes))]
+		rows, cancel, err := d.query(ctx, d.ProbeSQL(batch))
+		if err != nil {
+			return nil, fmt.Errorf("counting raw visits in %slog_visit: %w", d.prefix, err)
+		}
+		err = func() error {
+			defer cancel()
+			defer rows.Close()
+			for rows.Next() {
+				var k int
+				var n int64
+				if err := rows.Scan(&k, &n); err != nil {
+					return err
+				}
+				if k >= 0 && k < len(batch) {
+					out[off+k] = n
+				}
+			}
+			return rows.Err()
+		}()
+		if err != nil {
+			return nil, fmt.Errorf("counting raw visits in %slog_visit: %w", d.prefix, err)
+		}
+	}
+	return out, nil
+}
+
+// FirstVisits returns each site's earliest raw visit (UTC); sites without
+// visits are absent. MIN on the index prefix is answered from the index.
+func (d *DB) FirstVisits(ctx context.Context, sites []int) (map[int]time.Time, error) {
+	out := map[int]time.Time{}
+	for off := 0; off < len(sites); off += ProbeBatch {
+		batch := sites[off:min(off+ProbeBatch, len(sites))]
+		var b strings.Builder
+		for i, s := range batch {
+			if i > 0 {
+				b.WriteString(" UNION ALL ")
+			}
+			fmt.Fprintf(&b, "SELECT %d, MIN(visit_last_action_time) FROM %s WHERE idsite = %d", s, d.T("log_visit"), s)
+		}
+		rows, cancel, err := d.query(ctx, b.String())
+		if err != nil {
+			return nil, fmt.Errorf("reading first visits: %w", err)
+		}
+		err = func() error {
+			defer cancel()
+			defer rows.Close()
+			for rows.Next() {
+				var id int
+				var t sql.NullTime
+				if err := rows.Scan(&id, &t); err != nil {
+					return err
+				}
+				if t.Valid {
+					out[id] = t.Time.UTC()
+				}
+			}
+			return rows.Err()
+		}()
+		if err != nil {
+			return nil, fmt.Errorf("reading first visits: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// Options is what matomod reads from Matomo's option table.
+type Options struct {
+	VersionCore string
+	// Log deletion: nil when no option row exists (config.ini.php applies).
+	DeleteLogsEnable           *bool
+	DeleteLogsOlderThan        *int
+	LastCompletedFullArchiving time.Time
+	LastFullArchivingStart     time.Time
+	ReportsToInvalidate        int // pending *_report_to_invalidate_* rows
+}
+
+// ReadOptions reads the option rows matomod cares about.
+func (d *DB) ReadOptions(ctx context.Context) (Options, error) {
+	var o Options
+	rows, cancel, err := d.query(ctx, "SELECT option_name, option_value FROM "+d.T("option")+
+		" WHERE option_name IN ('version_core', 'delete_logs_enable', 'delete_logs_older_than', 'LastCompletedFullArchiving', 'LastFullArchivingStartTime')")
+	if err != nil {
+		return o, fmt.Errorf("reading %soption: %w", d.prefix, err)
+	}
+	err = func() error {
+		defer cancel()
+		defer rows.Close()
+		for rows.Next() {
+			var name, val string
+			if err := rows.Scan(&name, &val); err != nil {
+				return err
+			}
+			switch name {
+			case "version_core":
+				o.VersionCore = val
+			case "delete_logs_enable":
+				b := truthy(val)
+				o.DeleteLogsEnable = &b
+			case "delete_logs_older_than":
+				if n, err := strconv.Atoi(strings.TrimSpace(val)); err == nil && n > 0 {
+					o.DeleteLogsOlderThan = &n
+				}
+			case "LastCompletedFullArchiving":
+				o.LastCompletedFullArchiving = unixOption(val)
+			case "LastFullArchivingStartTime":
+				o.LastFullArchivingStart = unixOption(val)
+			}
+		}
+		return rows.Err()
+	}()
+	if err != nil {
+		return o, fmt.Errorf("reading %soption: %w", d.prefix, err)
+	}
+	ctx2, cancel2 := d.ctx(ctx)
+	defer cancel2()
+	d.count()
+	err = d.db.QueryRowContext(ctx2, "SELECT COUNT(*) FROM "+d.T("option")+" WHERE option_name LIKE '%report\\_to\\_invalidate\\_%'").Scan(&o.ReportsToInvalidate)
+	if err != nil {
+		return o, fmt.Errorf("reading %soption: %w", d.prefix, err)
+	}
+	return o, nil
+}
+
+func unixOption(v string) time.Time {
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(n, 0).UTC()
+}
+
+// DayInvalidation is the newest queue row for a no-segment day archive.
+type DayInvalidation struct {
+	IDSite        int
+	Date          Date
+	TSInvalidated time.Time
+	InProgress    bool
+}
+
+// DayInvalidations reads queued day invalidations in [from, to] (site-local
+// dates). ok is false when the table does not exist (Matomo 3).
+func (d *DB) DayInvalidations(ctx context.Context, from, to Date, sites []int) (inv []DayInvalidation, ok bool, err error) {
+	q := "SELECT idsite, date1, MAX(ts_invalidated), MAX(status) FROM " + d.T("archive_invalidations") +
+		" WHERE period = 1 AND name = 'done' AND date1 BETWEEN ? AND ?" + siteFilter(sites) + " GROUP BY idsite, date1"
+	rows, cancel, err := d.query(ctx, q, from.String(), to.String())
+	if err != nil {
+		if isNoSuchTable(err) {
+			return nil, false, nil
+		}
+		return nil, false, fmt.Errorf("reading %sarchive_invalidations: %w", d.prefix, err)
+	}
+	defer cancel()
+	defer rows.Close()
+	for rows.Next() {
+		var v DayInvalidation
+		var date time.Time
+		var ts sql.NullTime
+		var st sql.NullInt64
+		if err := rows.Scan(&v.IDSite, &date, &ts, &st); err != nil {
+			return nil, true, err
+		}
+		v.Date = DateOf(date)
+		v.TSInvalidated = ts.Time
+		v.InProgress = st.Int64 == 1
+		inv = append(inv, v)
+	}
+	return inv, true, rows.Err()
+}
+
+// Backlog is Matomo's invalidation queue in summary.
+type Backlog struct {
+	Present                        bool // the table exists
+	Queued, InProgress             int
+	OldestQueued, OldestInProgress time.Time
+}
+
+// InvalidationBacklog summarises archive_invalidations by status.
+func (d *DB) InvalidationBacklog(ctx context.Context) (Backlog, error) {
+	var b Backlog
+	rows, cancel, err := d.query(ctx, "SELECT status, COUNT(*), MIN(ts_invalidated), MIN(ts_started) FROM "+d.T("archive_invalidations")+" GROUP BY status")
+	if err != nil {
+		if isNoSuchTable(err) {
+			return b, nil
+		}
+		return b, fmt.Errorf("reading %sarchive_invalidations: %w", d.prefix, err)
+	}
+	defer cancel()
+	defer rows.Close()
+	b.Present = true
+	for rows.Next() {
+		var st sql.NullInt64
+		var n int
+		var inv, started sql.NullTime
+		if err := rows.Scan(&st, &n, &inv, &started); err != nil {
+			return b, err
+		}
+		if st.Int64 == 1 {
+			b.InProgress += n
+			t := started.Time
+			if !started.Valid {
+				t = inv.Time
+			}
+			b.OldestInProgress = t
+		} else {
+			b.Queued += n
+			b.OldestQueued = inv.Time
+		}
+	}
+	return b, rows.Err()
+}
+
+// QueuedOrInvalidated reports, for each given site-day, whether Matomo holds
+// an invalidation for it: a queue row, or a done flag of 4 on its newest
+// archive. Repair uses it because the console's exit code does not say.
+func (d *DB) QueuedDays(ctx context.Context, idsite int, from, to Date) (map[Date]bool, error) {
+	out := map[Date]bool{}
+	inv, ok, err := d.DayInvalidations(ctx, from, to, []int{idsite})
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		for _, v := range inv {
+			out[v.Date] = true
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,116 @@
+package matomo
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeINI(t *testing.T, body string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "config"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(ConfigINIPath(dir), []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestReadConfigINI(t *testing.T) {
+	dir := writeINI(t, `; <?php exit; ?> DO NOT REMOVE THIS LINE
+; file automatically generated or modified by Matomo
+[database]
+host = "db.internal:3307"
+username = "matomo"
+password = "p;a#s s\"w"
+dbname = matomo
+tables_prefix = "piwik_"
+charset = "utf8mb4"
+enable_ssl = 1
+ssl_ca = "/etc/ssl/ca.pem"
+
+[General]
+maintenance_mode = 1
+trusted_hosts[] = "a.example.org"
+trusted_hosts[] = "b.example.org"
+
+[Tracker]
+record_statistics = 0
+
+[Deletelogs]
+delete_logs_enable = 1
+delete_logs_older_than = 90
+`)
+	c, err := ReadConfigINI(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := c.DB
+	if db.Host != "db.internal" || db.Port != 3307 || db.User != "matomo" || string(db.Password) != `p;a#s s"w` ||
+		db.DBName != "matomo" || db.TablesPrefix != "piwik_" || !db.EnableSSL || db.SSLCA != "/etc/ssl/ca.pem" {
+		t.Fatalf("database section: %+v (password %q)", db, string(db.Password))
+	}
+	if !c.MaintenanceMode || c.RecordStatistics || !c.DeleteLogsEnable || c.DeleteLogsOlderThan != 90 {
+		t.Fatalf("flags: %+v", c)
+	}
+	// The password never prints.
+	for _, s := range []string{fmt.Sprint(db), fmt.Sprintf("%+v", db), fmt.Sprintf("%v", c)} {
+		if strings.Contains(s, "p;a#s") {
+			t.Fatalf("password printed: %s", s)
+		}
+	}
+}
+
+func TestReadConfigINIDefaults(t *testing.T) {
+	dir := writeINI(t, "; <?php exit; ?> DO NOT REMOVE THIS LINE\n[database]\nhost = localhost\nusername = root\ndbname = m\n")
+	c, err := ReadConfigINI(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DB.TablesPrefix != "matomo_" || c.MaintenanceMode || !c.RecordStatistics || c.DeleteLogsEnable || c.DeleteLogsOlderThan != 180 {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+func TestReadConfigINIErrors(t *testing.T) {
+	cases := []struct{ body, want string }{
+		{"; <?php exit; ?>\n[General]\nfoo = 1\n", "no [database] section"},
+		{"; <?php exit; ?>\n[database]\ntables_prefix = \"x`;drop\"\n", "tables_prefix"},
+		{"; <?php exit; ?>\n[database]\nport = http\n", `port = "http" is not a port number`},
+		{"; <?php exit; ?>\n[database\nhost = x\n", "malformed INI"},
+	}
+	for _, c := range cases {
+		_, err := ReadConfigINI(writeINI(t, c.body))
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%q: got %v, want one line containing %q", c.body, err, c.want)
+		}
+	}
+	_, err := ReadConfigINI(t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "--matomo.dir") {
+		t.Errorf("missing file: %v", err)
+	}
+	if os.Getuid() != 0 {
+		dir := writeINI(t, "[database]\n")
+		os.Chmod(ConfigINIPath(dir), 0)
+		if _, err := ReadConfigINI(dir); err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("unreadable: %v", err)
+		}
+	}
+}
+
+func TestCodeVersion(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "core"), 0o755)
+	os.WriteFile(filepath.Join(dir, "core", "Version.php"), []byte("<?php\nfinal class Version\n{\n    const VERSION = '5.1.0-b2';\n"), 0o644)
+	v, err := CodeVersion(dir)
+	if err != nil || v != "5.1.0-b2" {
+		t.Fatalf("got %q, %v", v, err)
+	}
+	if _, err := CodeVersion(t.TempDir()); err == nil {
+		t.Fatal("missing Version.php accepted")
+	}
+}

@@ -1,0 +1,84 @@
+package matomotest
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+// RepoRoot is the directory holding go.mod, found from the working directory.
+func RepoRoot() string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
+}
+
+// SharedDir is ../shared beside the repository (facts and fixtures captured
+// from a real Matomo), or "" when absent (a user's clone).
+func SharedDir() string {
+	root := RepoRoot()
+	if root == "" {
+		return ""
+	}
+	d := filepath.Join(filepath.Dir(root), "shared")
+	if _, err := os.Stat(filepath.Join(d, "fixtures")); err != nil {
+		return ""
+	}
+	return d
+}
+
+// Fixtures returns the fixtures directory, skipping the test when it is
+// absent — except under CI=true, where its absence is a failure.
+func Fixtures(t testing.TB) string {
+	t.Helper()
+	d := SharedDir()
+	if d == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("../shared/fixtures is missing beside the repository; CI must provide it")
+		}
+		t.Skip("../shared/fixtures (captured from a real Matomo) is not beside this clone: skipping the fixture comparison")
+	}
+	return filepath.Join(d, "fixtures")
+}
+
+var sim struct {
+	once sync.Once
+	path string
+	err  error
+	out  []byte
+}
+
+// Simulator builds the simulated Matomo console (internal/matomosim) once
+// per test process and returns its path. Tests use it as php_binary: it is
+// called as `<sim> <matomo>/console core:archive …` like PHP would be.
+func Simulator(t testing.TB) string {
+	t.Helper()
+	sim.once.Do(func() {
+		dir, err := os.MkdirTemp("", "matomosim")
+		if err != nil {
+			sim.err = err
+			return
+		}
+		sim.path = filepath.Join(dir, "php")
+		cmd := exec.Command("go", "build", "-o", sim.path, "./internal/matomosim")
+		cmd.Dir = RepoRoot()
+		sim.out, sim.err = cmd.CombinedOutput()
+	})
+	if sim.err != nil {
+		t.Fatalf("building the console simulator: %v\n%s", sim.err, sim.out)
+	}
+	return sim.path
+}
