@@ -398,24 +398,7 @@ func (d *DB) DoneFlags(ctx context.Context, tables []string, sites []int, since 
 			}
 			return fmt.Errorf("reading done flags from %s%s: %w", d.prefix, t, err)
 		}
-		err = func() error {
-			defer cancel()
-			defer rows.Close()
-			for rows.Next() {
-				var f DoneFlag
-				var date time.Time
-				var ts sql.NullTime
-				var val sql.NullFloat64
-				if err := rows.Scan(&f.IDSite, &date, &f.IDArchive, &val, &ts); err != nil {
-					return err
-				}
-				f.Date = DateOf(date)
-				f.Value = int(val.Float64)
-				f.TSArchived = ts.Time
-				fn(f)
-			}
-			return rows.Err()
-		}()
+		err = scanFlags(rows, cancel, fn)
 		if err != nil {
 			return fmt.Errorf("reading done flags from %s%s: %w", d.prefix, t, err)
 		}
@@ -711,19 +694,83 @@ func (d *DB) InvalidationBacklog(ctx context.Context) (Backlog, error) {
 	return b, rows.Err()
 }
 
-// QueuedOrInvalidated reports, for each given site-day, whether Matomo holds
-// an invalidation for it: a queue row, or a done flag of 4 on its newest
-// archive. Repair uses it because the console's exit code does not say.
-func (d *DB) QueuedDays(ctx context.Context, idsite int, from, to Date) (map[Date]bool, error) {
-	out := map[Date]bool{}
-	inv, ok, err := d.DayInvalidations(ctx, from, to, []int{idsite})
-	if err != nil {
-		return nil, err
+// SiteDate names one site-day.
+type SiteDate struct {
+	IDSite int
+	Date   Date
+}
+
+// DoneFlagsForSQL reads the day done rows of specific site-days of one
+// monthly table: an OR of equalities that the range optimizer turns into
+// point ranges on index_idsite_dates_period.
+func (d *DB) DoneFlagsForSQL(table string, keys []SiteDate) string {
+	var b strings.Builder
+	b.WriteString("SELECT idsite, date1, idarchive, value, ts_archived FROM " + d.T(table) +
+		" WHERE period = 1 AND name = 'done' AND (")
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(" OR ")
+		}
+		fmt.Fprintf(&b, "(idsite = %d AND date1 = '%s')", k.IDSite, k.Date)
 	}
-	if ok {
-		for _, v := range inv {
-			out[v.Date] = true
+	b.WriteString(")")
+	return b.String()
+}
+
+// DoneFlagsFor reads the day done rows of the given site-days, which must
+// all fall in table's month. A missing table means no rows.
+func (d *DB) DoneFlagsFor(ctx context.Context, table string, keys []SiteDate, fn func(DoneFlag)) error {
+	for off := 0; off < len(keys); off += ProbeBatch {
+		batch := keys[off:min(off+ProbeBatch, len(keys))]
+		rows, cancel, err := d.query(ctx, d.DoneFlagsForSQL(table, batch))
+		if err != nil {
+			if isNoSuchTable(err) {
+				return nil
+			}
+			return fmt.Errorf("reading done flags from %s%s: %w", d.prefix, table, err)
+		}
+		if err := scanFlags(rows, cancel, fn); err != nil {
+			return fmt.Errorf("reading done flags from %s%s: %w", d.prefix, table, err)
 		}
 	}
-	return out, nil
+	return nil
+}
+
+func scanFlags(rows *sql.Rows, cancel context.CancelFunc, fn func(DoneFlag)) error {
+	defer cancel()
+	defer rows.Close()
+	for rows.Next() {
+		var f DoneFlag
+		var date time.Time
+		var ts sql.NullTime
+		var val sql.NullFloat64
+		if err := rows.Scan(&f.IDSite, &date, &f.IDArchive, &val, &ts); err != nil {
+			return err
+		}
+		f.Date = DateOf(date)
+		f.Value = int(val.Float64)
+		f.TSArchived = ts.Time
+		fn(f)
+	}
+	return rows.Err()
+}
+
+// TableFor is the numeric archive table (without prefix) holding archives
+// whose date1 is d.
+func TableFor(d Date) string {
+	y, m, _ := d.Time().Date()
+	return fmt.Sprintf("archive_numeric_%04d_%02d", y, int(m))
+}
+
+// Now returns the database server's UTC clock, the watermark for
+// incremental reads (ts_archived is written with the server's clock).
+func (d *DB) Now(ctx context.Context) (time.Time, error) {
+	ctx, cancel := d.ctx(ctx)
+	defer cancel()
+	d.count()
+	var t time.Time
+	if err := d.db.QueryRowContext(ctx, "SELECT UTC_TIMESTAMP()").Scan(&t); err != nil {
+		return time.Time{}, fmt.Errorf("database %s: %w", d.dbName, err)
+	}
+	return t.UTC(), nil
 }

@@ -1,0 +1,673 @@
+package gapdetect
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/matomod/matomod/internal/matomo"
+)
+
+// Options configure a Detector. Zero values take the documented defaults.
+type Options struct {
+	WindowDays int           // default 365
+	VerifyDays int           // stale check over the last N window days; default 7 (negative: off)
+	Grace      time.Duration // default 2h
+	// Since/Until fix the window (site-local dates) for every site; zero
+	// means until = the site's yesterday, since = until - WindowDays + 1.
+	Since, Until matomo.Date
+	// Include/Exclude select sites (empty Include = all).
+	Include, Exclude []int
+	// CollectionMinTraffic: a site with traffic on at least this fraction
+	// of its window days "normally has traffic every day"; default 0.9.
+	CollectionMinTraffic float64
+	// Log deletion from config.ini.php; option rows in the DB override it.
+	DeleteLogsEnable    bool
+	DeleteLogsOlderThan int
+	// FullRescanInterval: incremental scans in between; default 24h.
+	FullRescanInterval time.Duration
+	Now                func() time.Time
+	Logger             *slog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.WindowDays <= 0 {
+		o.WindowDays = 365
+	}
+	if o.VerifyDays == 0 {
+		o.VerifyDays = 7
+	}
+	if o.Grace <= 0 {
+		o.Grace = 2 * time.Hour
+	}
+	if o.CollectionMinTraffic <= 0 {
+		o.CollectionMinTraffic = 0.9
+	}
+	if o.DeleteLogsOlderThan <= 0 {
+		o.DeleteLogsOlderThan = 180
+	}
+	if o.FullRescanInterval <= 0 {
+		o.FullRescanInterval = 24 * time.Hour
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Detector scans Matomo's DB for gaps. It keeps the confirmed state of each
+// site-day between scans so that a rescan reads only what changed. Scans
+// are serialised; a Detector is safe for concurrent use.
+type Detector struct {
+	db  *matomo.DB
+	opt Options
+
+	mu    sync.Mutex
+	state *state
+	// lastArchiveRun is the newest core:archive start the caller knows of.
+	lastArchiveRun time.Time
+}
+
+// New returns a Detector reading through db.
+func New(db *matomo.DB, o Options) *Detector {
+	o.defaults()
+	return &Detector{db: db, opt: o}
+}
+
+// SetLastArchiveRun tells the detector when core:archive last started, so
+// yesterday becomes repairable only after a run had its chance.
+func (d *Detector) SetLastArchiveRun(t time.Time) {
+	d.mu.Lock()
+	if t.After(d.lastArchiveRun) {
+		d.lastArchiveRun = t
+	}
+	d.mu.Unlock()
+}
+
+// Invalidate drops the cached state so the next scan is a full one.
+func (d *Detector) Invalidate() {
+	d.mu.Lock()
+	d.state = nil
+	d.mu.Unlock()
+}
+
+// day states kept for every site-day of a window.
+const (
+	dsUnknown uint8 = iota // not read yet
+	dsGood                 // newest archive OK and complete
+	dsEmpty                // no archive and no raw visits
+	dsOpen                 // anything else: kept in siteState.open
+)
+
+type state struct {
+	watermark time.Time // DB clock at the start of the last read
+	fullAt    time.Time // local clock of the last full read
+	sites     map[int]*siteState
+}
+
+type siteState struct {
+	site         matomo.Site
+	since, until matomo.Date
+	days         []uint8 // index: date - since
+	open         map[matomo.Date]*dayInfo
+}
+
+// dayInfo is what we know of a site-day that is not settled.
+type dayInfo struct {
+	newest, newestOK matomo.DoneFlag // IDArchive 0: none
+	raw              int64
+	rawKnown         bool
+	archived         *int64
+	stale            bool
+}
+
+func (s *siteState) get(d matomo.Date) uint8 {
+	if d < s.since || d > s.until {
+		return dsUnknown
+	}
+	return s.days[d-s.since]
+}
+
+func (s *siteState) set(d matomo.Date, v uint8) {
+	if d < s.since || d > s.until {
+		return
+	}
+	s.days[d-s.since] = v
+	if v != dsOpen {
+		delete(s.open, d)
+	}
+}
+
+// resize moves the window, keeping what is known of days still inside.
+func (s *siteState) resize(since, until matomo.Date) {
+	if since == s.since && until == s.until && s.days != nil {
+		return
+	}
+	days := make([]uint8, max(0, int(until-since)+1))
+	for d := max(since, s.since); d <= min(until, s.until) && s.days != nil; d++ {
+		days[d-since] = s.days[d-s.since]
+	}
+	for d := range s.open {
+		if d < since || d > until {
+			delete(s.open, d)
+		}
+	}
+	s.since, s.until, s.days = since, until, days
+}
+
+// Scan reads the DB and returns the current gaps. The first scan, and one
+// every FullRescanInterval, re-reads every day done flag of the window;
+// the others read only archives written since the previous scan, the
+// invalidation queue, and the days still open.
+func (d *Detector) Scan(ctx context.Context) (*Result, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	start := time.Now()
+	trips0 := d.db.RoundTrips()
+	now := d.opt.Now().UTC()
+	dbNow, err := d.db.Now(ctx)
+	if err != nil {
+		return nil, err
+	}
+	full := d.state == nil || now.Sub(d.state.fullAt) >= d.opt.FullRescanInterval
+	st := d.state
+	if full {
+		st = &state{sites: map[int]*siteState{}, fullAt: now}
+	}
+	sc := scanCtx{d: d, st: st, now: now, full: full}
+	if err := sc.run(ctx); err != nil {
+		if full {
+			d.state = nil
+		}
+		return nil, err
+	}
+	st.watermark = dbNow
+	d.state = st
+	res := sc.result()
+	res.Stats.Full = full
+	res.Stats.Duration = time.Since(start)
+	res.Stats.RoundTrips = d.db.RoundTrips() - trips0
+	return res, nil
+}
+
+// scanCtx holds one scan's working data.
+type scanCtx struct {
+	d    *Detector
+	st   *state
+	now  time.Time
+	full bool
+
+	opts       matomo.Options
+	queued     map[matomo.SiteDate]matomo.DayInvalidation
+	siteErrors []SiteError
+	stats      Stats
+	window     Window
+	firstVisit map[int]time.Time
+	deleteOn   bool
+	deleteDays int
+}
+
+func (sc *scanCtx) run(ctx context.Context) error {
+	d := sc.d
+	sites, err := d.db.Sites(ctx)
+	if err != nil {
+		return err
+	}
+	if sc.opts, err = d.db.ReadOptions(ctx); err != nil {
+		return err
+	}
+	sc.deleteOn, sc.deleteDays = d.opt.DeleteLogsEnable, d.opt.DeleteLogsOlderThan
+	if sc.opts.DeleteLogsEnable != nil {
+		sc.deleteOn = *sc.opts.DeleteLogsEnable
+	}
+	if sc.opts.DeleteLogsOlderThan != nil {
+		sc.deleteDays = *sc.opts.DeleteLogsOlderThan
+	}
+	if err := sc.windows(sites); err != nil {
+		return err
+	}
+	if len(sc.st.sites) == 0 {
+		return nil
+	}
+	ids := sc.siteIDs()
+	if err := sc.readQueue(ctx, ids); err != nil {
+		return err
+	}
+	if sc.full {
+		if err := sc.readAll(ctx, ids); err != nil {
+			return err
+		}
+	} else {
+		if err := sc.readChanged(ctx, ids); err != nil {
+			return err
+		}
+	}
+	// Days never seen (new in the window, or in tables that do not
+	// exist) and open days are re-read individually.
+	if err := sc.readTargeted(ctx); err != nil {
+		return err
+	}
+	if err := sc.probe(ctx); err != nil {
+		return err
+	}
+	if sc.full && d.opt.VerifyDays > 0 {
+		if err := sc.verify(ctx); err != nil {
+			return err
+		}
+	}
+	if err := sc.archivedVisits(ctx); err != nil {
+		return err
+	}
+	return sc.readFirstVisits(ctx)
+}
+
+// windows computes each selected site's window and drops sites that are
+// gone or deselected.
+func (sc *scanCtx) windows(sites []matomo.Site) error {
+	o := sc.d.opt
+	if o.Since != 0 && o.Until != 0 && o.Since > o.Until {
+		return fmt.Errorf("--since %s is after --until %s: swap them", o.Since, o.Until)
+	}
+	seen := map[int]bool{}
+	for _, s := range sites {
+		if !selected(s.ID, o.Include, o.Exclude) {
+			continue
+		}
+		if s.TZErr != nil {
+			sc.siteErrors = append(sc.siteErrors, SiteError{IDSite: s.ID, Error: s.TZErr.Error()})
+			continue
+		}
+		until := o.Until
+		if until == 0 {
+			until = matomo.Today(s.Loc, sc.now).AddDays(-1)
+		}
+		since := o.Since
+		if since == 0 {
+			since = until.AddDays(1 - o.WindowDays)
+		}
+		if s.HasCrDat && since < s.Created {
+			since = s.Created // days before the site existed are never scanned
+		}
+		if sc.window.Since == 0 || since < sc.window.Since {
+			sc.window.Since = since
+		}
+		if until > sc.window.Until {
+			sc.window.Until = until
+		}
+		seen[s.ID] = true
+		ss := sc.st.sites[s.ID]
+		if ss == nil {
+			ss = &siteState{open: map[matomo.Date]*dayInfo{}}
+			sc.st.sites[s.ID] = ss
+		}
+		ss.site = s
+		ss.resize(since, until)
+	}
+	for _, id := range o.Include {
+		if !seen[id] && !slices.ContainsFunc(sc.siteErrors, func(e SiteError) bool { return e.IDSite == id }) {
+			return fmt.Errorf("site %d does not exist in Matomo: check --sites / sites.include", id)
+		}
+	}
+	for id := range sc.st.sites {
+		if !seen[id] {
+			delete(sc.st.sites, id)
+		}
+	}
+	return nil
+}
+
+func selected(id int, include, exclude []int) bool {
+	if slices.Contains(exclude, id) {
+		return false
+	}
+	return len(include) == 0 || slices.Contains(include, id)
+}
+
+func (sc *scanCtx) siteIDs() []int {
+	if len(sc.d.opt.Include) == 0 && len(sc.d.opt.Exclude) == 0 {
+		return nil // all sites: no filter in SQL
+	}
+	ids := make([]int, 0, len(sc.st.sites))
+	for id := range sc.st.sites {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func (sc *scanCtx) readQueue(ctx context.Context, ids []int) error {
+	inv, _, err := sc.d.db.DayInvalidations(ctx, sc.window.Since, sc.window.Until, ids)
+	if err != nil {
+		return err
+	}
+	sc.queued = make(map[matomo.SiteDate]matomo.DayInvalidation, len(inv))
+	for _, v := range inv {
+		ss := sc.st.sites[v.IDSite]
+		if ss == nil || v.Date < ss.since || v.Date > ss.until {
+			continue
+		}
+		sc.queued[matomo.SiteDate{IDSite: v.IDSite, Date: v.Date}] = v
+		// Matomo sets done = 4 in place without touching ts_archived:
+		// a queued day must be re-read even if it was settled.
+		if !sc.full {
+			ss.set(v.Date, dsUnknown)
+		}
+	}
+	return nil
+}
+
+// tablesInWindow lists the existing monthly tables overlapping the window.
+func (sc *scanCtx) tablesInWindow(ctx context.Context) ([]string, error) {
+	all, err := sc.d.db.ArchiveTables(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, t := range all {
+		if t.Month >= sc.window.Since.Month() && t.Month <= sc.window.Until {
+			out = append(out, t.Name)
+		}
+	}
+	return out, nil
+}
+
+type newestPair struct{ newest, ok matomo.DoneFlag }
+
+func merge(m map[matomo.SiteDate]*newestPair, f matomo.DoneFlag) {
+	k := matomo.SiteDate{IDSite: f.IDSite, Date: f.Date}
+	p := m[k]
+	if p == nil {
+		p = &newestPair{}
+		m[k] = p
+	}
+	if p.newest.IDArchive == 0 || f.Newer(p.newest) {
+		p.newest = f
+	}
+	if (f.Value == matomo.DoneOK || f.Value == matomo.DoneOKTemporary) && (p.ok.IDArchive == 0 || f.Newer(p.ok)) {
+		p.ok = f
+	}
+}
+
+// readAll reads every day done flag of the window, one monthly table at a
+// time so only one month is buffered.
+func (sc *scanCtx) readAll(ctx context.Context, ids []int) error {
+	tables, err := sc.tablesInWindow(ctx)
+	if err != nil {
+		return err
+	}
+	for _, t := range tables {
+		m := map[matomo.SiteDate]*newestPair{}
+		err := sc.d.db.DoneFlags(ctx, []string{t}, ids, time.Time{}, func(f matomo.DoneFlag) {
+			sc.stats.DoneRows++
+			if ss := sc.st.sites[f.IDSite]; ss != nil && f.Date >= ss.since && f.Date <= ss.until {
+				merge(m, f)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		for k, p := range m {
+			sc.apply(k, p, true)
+		}
+		// Days of this month with no row at all have no archive.
+		sc.markNoArchive(t, m)
+	}
+	return nil
+}
+
+// markNoArchive settles the days of table's month that had no done row as
+// "no archive" (open, to be probed).
+func (sc *scanCtx) markNoArchive(table string, seen map[matomo.SiteDate]*newestPair) {
+	for id, ss := range sc.st.sites {
+		for d := max(ss.since, monthOf(table)); d <= ss.until && matomo.TableFor(d) == table; d++ {
+			if seen[matomo.SiteDate{IDSite: id, Date: d}] == nil {
+				sc.setNoArchive(ss, d)
+			}
+		}
+	}
+}
+
+func monthOf(table string) matomo.Date {
+	var y, m int
+	fmt.Sscanf(table, "archive_numeric_%4d_%2d", &y, &m)
+	return matomo.NewDate(y, time.Month(m), 1)
+}
+
+func (sc *scanCtx) setNoArchive(ss *siteState, d matomo.Date) {
+	ss.set(d, dsOpen)
+	ss.open[d] = &dayInfo{}
+}
+
+// apply records the newest flags of a site-day. authoritative means p holds
+// every row of the day (full or targeted read), not just new ones.
+func (sc *scanCtx) apply(k matomo.SiteDate, p *newestPair, authoritative bool) {
+	ss := sc.st.sites[k.IDSite]
+	if ss == nil || k.Date < ss.since || k.Date > ss.until {
+		return
+	}
+	info := ss.open[k.Date]
+	if !authoritative && info != nil && info.newest.IDArchive != 0 && !p.newest.Newer(info.newest) {
+		return
+	}
+	if !authoritative && info != nil && info.newestOK.IDArchive != 0 && p.ok.IDArchive == 0 {
+		p.ok = info.newestOK
+	}
+	if authoritative && info != nil && info.newest == p.newest {
+		info.newestOK = p.ok // unchanged archive: keep the known raw count
+		return
+	}
+	_, end := matomo.DayBounds(ss.site.Loc, k.Date)
+	n := p.newest
+	if (n.Value == matomo.DoneOK || n.Value == matomo.DoneOKTemporary) && !n.TSArchived.Before(end) {
+		if _, q := sc.queued[k]; !q {
+			ss.set(k.Date, dsGood)
+			return
+		}
+	}
+	ss.set(k.Date, dsOpen)
+	ss.open[k.Date] = &dayInfo{newest: p.newest, newestOK: p.ok}
+}
+
+// readChanged reads archives written since the last scan through
+// index_period_archived (one query per table of the window).
+func (sc *scanCtx) readChanged(ctx context.Context, ids []int) error {
+	tables, err := sc.tablesInWindow(ctx)
+	if err != nil {
+		return err
+	}
+	m := map[matomo.SiteDate]*newestPair{}
+	// A second of slack: ts_archived has second precision.
+	since := sc.st.watermark.Add(-time.Second)
+	err = sc.d.db.DoneFlags(ctx, tables, ids, since, func(f matomo.DoneFlag) {
+		sc.stats.DoneRows++
+		merge(m, f)
+	})
+	if err != nil {
+		return err
+	}
+	for k, p := range m {
+		sc.apply(k, p, false)
+	}
+	return nil
+}
+
+// readTargeted re-reads every flag of unknown and open days.
+func (sc *scanCtx) readTargeted(ctx context.Context) error {
+	byTable := map[string][]matomo.SiteDate{}
+	for id, ss := range sc.st.sites {
+		for i, v := range ss.days {
+			d := ss.since.AddDays(i)
+			// Incremental scans re-read open days that have an archive:
+			// Matomo changes done values in place (2 -> 1, 1 -> 4)
+			// without a new ts_archived. Days without any archive show
+			// up in readChanged when one is written.
+			if v == dsUnknown || (v == dsOpen && !sc.full && ss.open[d].newest.IDArchive != 0) {
+				byTable[matomo.TableFor(d)] = append(byTable[matomo.TableFor(d)], matomo.SiteDate{IDSite: id, Date: d})
+			}
+		}
+	}
+	for t, keys := range byTable {
+		m := map[matomo.SiteDate]*newestPair{}
+		err := sc.d.db.DoneFlagsFor(ctx, t, keys, func(f matomo.DoneFlag) {
+			sc.stats.DoneRows++
+			merge(m, f)
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if p := m[k]; p != nil {
+				sc.apply(k, p, true)
+			} else {
+				ss := sc.st.sites[k.IDSite]
+				// Keep a known raw count of an empty day; anything else
+				// without a row is "no archive".
+				if info := ss.open[k.Date]; info == nil || info.newest.IDArchive != 0 || ss.get(k.Date) == dsUnknown {
+					sc.setNoArchive(ss, k.Date)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (sc *scanCtx) queuedDay(id int, d matomo.Date) bool {
+	_, ok := sc.queued[matomo.SiteDate{IDSite: id, Date: d}]
+	return ok
+}
+
+// probe counts raw visits of every open day whose count is not known.
+// Counting (not just testing existence) costs the same index range and
+// gives raw_visits for the report.
+func (sc *scanCtx) probe(ctx context.Context) error {
+	var keys []matomo.SiteDate
+	var probes []matomo.Probe
+	for id, ss := range sc.st.sites {
+		for d, info := range ss.open {
+			if info.rawKnown && !sc.full {
+				continue
+			}
+			s, e := matomo.DayBounds(ss.site.Loc, d)
+			keys = append(keys, matomo.SiteDate{IDSite: id, Date: d})
+			probes = append(probes, matomo.Probe{IDSite: id, From: s, To: e})
+		}
+	}
+	if len(probes) == 0 {
+		return nil
+	}
+	counts, err := sc.d.db.CountVisits(ctx, probes)
+	if err != nil {
+		return err
+	}
+	sc.stats.Probes += len(probes)
+	for i, k := range keys {
+		ss := sc.st.sites[k.IDSite]
+		info := ss.open[k.Date]
+		info.raw, info.rawKnown = counts[i], true
+		if counts[i] == 0 && info.newest.IDArchive == 0 && !sc.queuedDay(k.IDSite, k.Date) {
+			ss.set(k.Date, dsEmpty)
+		}
+	}
+	return nil
+}
+
+// verify compares raw visits with nb_visits of the good archives of the
+// last VerifyDays of each window (full scans only: it is the one check
+// whose cost grows with traffic, and late data is rare).
+func (sc *scanCtx) verify(ctx context.Context) error {
+	type cand struct {
+		k  matomo.SiteDate
+		id int64
+	}
+	byTable := map[string][]matomo.SiteDate{}
+	for id, ss := range sc.st.sites {
+		for d := max(ss.since, ss.until.AddDays(1-sc.d.opt.VerifyDays)); d <= ss.until; d++ {
+			if ss.get(d) == dsGood {
+				byTable[matomo.TableFor(d)] = append(byTable[matomo.TableFor(d)], matomo.SiteDate{IDSite: id, Date: d})
+			}
+		}
+	}
+	var cands []cand
+	for t, keys := range byTable {
+		m := map[matomo.SiteDate]*newestPair{}
+		if err := sc.d.db.DoneFlagsFor(ctx, t, keys, func(f matomo.DoneFlag) { merge(m, f) }); err != nil {
+			return err
+		}
+		ids := make([]int64, 0, len(keys))
+		for _, k := range keys {
+			if p := m[k]; p != nil {
+				ids = append(ids, p.newest.IDArchive)
+				cands = append(cands, cand{k, p.newest.IDArchive})
+			}
+		}
+		nb, err := sc.d.db.NbVisits(ctx, t, ids)
+		if err != nil {
+			return err
+		}
+		var probes []matomo.Probe
+		var pc []cand
+		for _, c := range cands {
+			if matomo.TableFor(c.k.Date) != t {
+				continue
+			}
+			ss := sc.st.sites[c.k.IDSite]
+			s, e := matomo.DayBounds(ss.site.Loc, c.k.Date)
+			probes = append(probes, matomo.Probe{IDSite: c.k.IDSite, From: s, To: e})
+			pc = append(pc, c)
+		}
+		counts, err := sc.d.db.CountVisits(ctx, probes)
+		if err != nil {
+			return err
+		}
+		sc.stats.Probes += len(probes)
+		for i, c := range pc {
+			a := nb[c.id]
+			if counts[i] > a {
+				ss := sc.st.sites[c.k.IDSite]
+				p := m[c.k]
+				ss.set(c.k.Date, dsOpen)
+				ss.open[c.k.Date] = &dayInfo{newest: p.newest, newestOK: p.ok, raw: counts[i], rawKnown: true, archived: &a, stale: true}
+			}
+		}
+	}
+	return nil
+}
+
+// archivedVisits fills nb_visits of open days that have an archive.
+func (sc *scanCtx) archivedVisits(ctx context.Context) error {
+	byTable := map[string][]int64{}
+	for _, ss := range sc.st.sites {
+		for d, info := range ss.open {
+			if a := info.newest; a.IDArchive != 0 && info.archived == nil {
+				byTable[matomo.TableFor(d)] = append(byTable[matomo.TableFor(d)], a.IDArchive)
+			}
+		}
+	}
+	for t, ids := range byTable {
+		nb, err := sc.d.db.NbVisits(ctx, t, ids)
+		if err != nil {
+			return err
+		}
+		for _, ss := range sc.st.sites {
+			for d, info := range ss.open {
+				if matomo.TableFor(d) != t || info.newest.IDArchive == 0 || info.archived != nil {
+					continue
+				}
+				if v, ok := nb[info.newest.IDArchive]; ok {
+					info.archived = &v
+				} else if info.newest.Value != matomo.DoneError && info.newest.Value != matomo.DonePartial {
+					// A finished archive without nb_visits found no visit;
+					// a crashed or partial one simply has no count.
+					zero := int64(0)
+					info.archived = &zero
+				}
+			}
+		}
+	}
+	return nil
+}
