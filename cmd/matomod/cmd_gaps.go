@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/matomod/matomod/internal/gapdetect"
+	"github.com/matomod/matomod/internal/matomo"
+)
+
+// gapFlags select what `gaps` and `repair` look at.
+type gapFlags struct {
+	sites, since, until string
+	verifyDays          int
+	format              string
+}
+
+func (f *gapFlags) register(c *kingpin.CmdClause) {
+	c.Flag("sites", "Only these site ids (comma-separated), instead of sites.include/exclude.").PlaceHolder("1,3").StringVar(&f.sites)
+	c.Flag("since", "First site-local day to scan (default: gaps.window_days before --until).").PlaceHolder("YYYY-MM-DD").StringVar(&f.since)
+	c.Flag("until", "Last site-local day to scan (default: each site's yesterday).").PlaceHolder("YYYY-MM-DD").StringVar(&f.until)
+	c.Flag("verify-days", "Recount raw visits of OK archives over the last N days of the window (stale check; default gaps.verify_days, 0: off).").Default("-1").IntVar(&f.verifyDays)
+}
+
+// detector builds a Detector for a one-shot command from the flags.
+func (f *gapFlags) detector(s *setup, db *matomo.DB, log *slog.Logger) (*gapdetect.Detector, error) {
+	o := s.detectorOptions(log)
+	sites, err := parseSites(f.sites)
+	if err != nil {
+		return nil, err
+	}
+	if sites != nil {
+		o.Include, o.Exclude = sites, nil
+	}
+	if o.Since, err = parseDateFlag("since", f.since); err != nil {
+		return nil, err
+	}
+	if o.Until, err = parseDateFlag("until", f.until); err != nil {
+		return nil, err
+	}
+	if o.Since != 0 && o.Until != 0 && o.Since > o.Until {
+		return nil, fmt.Errorf("--since %s is after --until %s: swap them", o.Since, o.Until)
+	}
+	if o.Since != 0 && o.Until == 0 {
+		o.WindowDays = 3660 // --since alone: from that day up to yesterday
+	}
+	if f.verifyDays >= 0 {
+		o.VerifyDays = verifyDays(f.verifyDays)
+	}
+	return gapdetect.New(db, o), nil
+}
+
+func cmdGaps(ctx context.Context, g *globals, f *gapFlags, stdout, stderr io.Writer, log *slog.Logger) int {
+	s, err := loadSetup(g)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	db, err := s.openDB()
+	if err != nil {
+		return fail(stderr, err)
+	}
+	defer db.Close()
+	det, err := f.detector(s, db, log)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	res, err := det.Scan(ctx)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	log.Debug("gap scan finished", "event", "gap_scan_finished", "duration", res.Stats.Duration, "round_trips", res.Stats.RoundTrips, "probes", res.Stats.Probes)
+	if f.format == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			return fail(stderr, err)
+		}
+	} else {
+		printGapTable(stdout, res)
+	}
+	for _, e := range res.SiteErrors {
+		fmt.Fprintf(stderr, "matomod: site %d not scanned: %s\n", e.IDSite, e.Error)
+	}
+	if len(res.Gaps) > 0 {
+		return exitFound
+	}
+	return exitOK
+}
+
+func fail(stderr io.Writer, err error) int {
+	fmt.Fprintf(stderr, "matomod: %v\n", err)
+	return exitError
+}
+
+// printGapTable groups consecutive days of one site, kind and verdict into
+// ranges, the way an operator reads them.
+func printGapTable(w io.Writer, r *gapdetect.Result) {
+	fmt.Fprintf(w, "Scanned %d sites, %s to %s (site-local days), at %s.\n", r.SitesScanned, r.Window.Since, r.Window.Until, r.ScannedAt.Format(time.RFC3339))
+	if len(r.Gaps) == 0 {
+		fmt.Fprintln(w, "No gaps: every day with raw visits has a good archive.")
+	} else {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "SITE\tDAYS\tN\tKIND\tRAW VISITS\tARCHIVED\tREPAIR")
+		for _, rg := range groupGaps(r.Gaps) {
+			days := rg.from.String()
+			if rg.to != rg.from {
+				days += ".." + rg.to.String()
+			}
+			archived := "-"
+			if rg.hasArchived {
+				archived = fmt.Sprint(rg.archived)
+			}
+			verdict := "yes"
+			if !rg.repairable {
+				verdict = "no: " + rg.reason
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%s\t%s\n", rg.idsite, days, int(rg.to-rg.from)+1, rg.kind, rg.raw, archived, verdict)
+		}
+		tw.Flush()
+		rep := 0
+		for _, g := range r.Gaps {
+			if g.Repairable {
+				rep++
+			}
+		}
+		fmt.Fprintf(w, "%d gap days (%d repairable). Repair with: matomod repair --dry-run\n", len(r.Gaps), rep)
+	}
+	if len(r.CollectionGaps) > 0 {
+		var parts []string
+		for _, c := range r.CollectionGaps {
+			parts = append(parts, fmt.Sprintf("site %d %s", c.IDSite, c.Date))
+		}
+		fmt.Fprintf(w, "Collection gaps (no raw visits on a site that has traffic every day; not repairable: check tracking or restored data): %s\n", strings.Join(parts, ", "))
+	}
+}
+
+type gapRange struct {
+	idsite      int
+	from, to    matomo.Date
+	kind        gapdetect.Kind
+	raw         int64
+	archived    int64
+	hasArchived bool
+	repairable  bool
+	reason      string
+}
+
+func groupGaps(gaps []gapdetect.Gap) []gapRange {
+	var out []gapRange
+	for _, g := range gaps {
+		if n := len(out); n > 0 {
+			last := &out[n-1]
+			if last.idsite == g.IDSite && last.to.AddDays(1) == g.Date && last.kind == g.Kind &&
+				last.repairable == g.Repairable && last.reason == g.Reason && last.hasArchived == (g.ArchivedVisits != nil) {
+				last.to = g.Date
+				last.raw += g.RawVisits
+				if g.ArchivedVisits != nil {
+					last.archived += *g.ArchivedVisits
+				}
+				continue
+			}
+		}
+		r := gapRange{idsite: g.IDSite, from: g.Date, to: g.Date, kind: g.Kind, raw: g.RawVisits, repairable: g.Repairable, reason: g.Reason}
+		if g.ArchivedVisits != nil {
+			r.archived, r.hasArchived = *g.ArchivedVisits, true
+		}
+		out = append(out, r)
+	}
+	return out
+}

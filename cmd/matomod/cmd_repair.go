@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/matomod/matomod/internal/repair"
+)
+
+type repairFlags struct {
+	gapFlags
+	dates  string
+	dryRun bool
+	force  bool
+}
+
+func (f *repairFlags) register(c *kingpin.CmdClause) {
+	f.gapFlags.register(c)
+	c.Flag("dates", "Repair this range of one site (--sites N) even where the days look fine: FROM,TO or one day.").PlaceHolder("FROM,TO").StringVar(&f.dates)
+	c.Flag("dry-run", "Print the exact console commands and change nothing.").BoolVar(&f.dryRun)
+	c.Flag("force", "With --dates: also invalidate days the safety rules refuse (never days without raw visits).").BoolVar(&f.force)
+	c.Flag("format", "Output format: table or json.").Default("table").EnumVar(&f.format, "table", "json")
+}
+
+func cmdRepair(ctx context.Context, g *globals, f *repairFlags, stdout, stderr io.Writer, log *slog.Logger) int {
+	if f.force && f.dates == "" {
+		return fail(stderr, fmt.Errorf("--force only goes with --dates: it overrides the safety rules for days you name"))
+	}
+	s, err := loadSetup(g)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	db, err := s.openDB()
+	if err != nil {
+		return fail(stderr, err)
+	}
+	defer db.Close()
+	det, err := f.detector(s, db, log)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	opt := s.repairOptions(log, f.dryRun)
+	opt.Force = f.force
+	r := &repair.Repairer{DB: db, Console: s.console(log), Scanner: det, Opt: opt}
+	var rep *repair.Report
+	if f.dates != "" {
+		sites, err := parseSites(f.sites)
+		if err != nil {
+			return fail(stderr, err)
+		}
+		if len(sites) != 1 {
+			return fail(stderr, fmt.Errorf("--dates needs exactly one site: add --sites N"))
+		}
+		if f.since != "" || f.until != "" {
+			return fail(stderr, fmt.Errorf("--dates replaces --since/--until: use one or the other"))
+		}
+		a, b, _ := strings.Cut(f.dates, ",")
+		if b == "" {
+			b = a
+		}
+		from, err := parseDateFlag("dates", a)
+		if err != nil {
+			return fail(stderr, err)
+		}
+		to, err := parseDateFlag("dates", b)
+		if err != nil {
+			return fail(stderr, err)
+		}
+		if from == 0 || to == 0 {
+			return fail(stderr, fmt.Errorf("--dates %q: use FROM,TO or one day (YYYY-MM-DD)", f.dates))
+		}
+		rep, err = r.RepairDays(ctx, det, sites[0], from, to)
+		if err != nil {
+			return fail(stderr, err)
+		}
+	} else {
+		res, err := det.Scan(ctx)
+		if err != nil {
+			return fail(stderr, err)
+		}
+		rep, err = r.Repair(ctx, res.Gaps)
+		if err != nil {
+			return fail(stderr, err)
+		}
+	}
+	if f.format == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(rep)
+	} else {
+		printRepair(stdout, rep)
+	}
+	if rep.Open() && !f.dryRun {
+		return exitFound
+	}
+	return exitOK
+}
+
+func printRepair(w io.Writer, rep *repair.Report) {
+	if len(rep.Commands) == 0 {
+		fmt.Fprintln(w, "Nothing to repair.")
+	} else if rep.DryRun {
+		fmt.Fprintln(w, "Dry run: these commands would run, in this order (nothing was changed):")
+	} else {
+		fmt.Fprintln(w, "Ran:")
+	}
+	for _, c := range rep.Commands {
+		fmt.Fprintln(w, "  "+repair.ShellQuote(c))
+	}
+	for _, res := range []string{"planned", repair.Repaired, repair.FailedResult, repair.SkippedUnsafe} {
+		var lines []string
+		for _, d := range rep.Days {
+			if d.Result != res {
+				continue
+			}
+			l := fmt.Sprintf("  site %d %s", d.IDSite, d.Date)
+			if d.Kind != "" {
+				l += " (" + d.Kind + ")"
+			}
+			if d.Reason != "" {
+				l += ": " + d.Reason
+			}
+			lines = append(lines, l)
+		}
+		if len(lines) > 0 {
+			fmt.Fprintf(w, "%s: %d day(s)\n%s\n", res, len(lines), strings.Join(lines, "\n"))
+		}
+	}
+	if rep.Deferred > 0 {
+		fmt.Fprintf(w, "deferred: %d older repairable day(s) left for a later run (gaps.max_repair_days)\n", rep.Deferred)
+	}
+	if !rep.DryRun && len(rep.Commands) > 0 {
+		fmt.Fprintf(w, "still open after the repair: %d gap day(s)\n", len(rep.Remaining))
+		for _, rg := range groupGaps(rep.Remaining) {
+			fmt.Fprintf(w, "  site %d %s..%s %s\n", rg.idsite, rg.from, rg.to, rg.kind)
+		}
+	}
+}

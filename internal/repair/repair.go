@@ -1,0 +1,350 @@
+// Package repair rebuilds gap days through Matomo's own console
+// (invalidate, then archive) and checks in the database which days were
+// really fixed, since the console's exit codes do not say.
+package repair
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/matomod/matomod/internal/archiver"
+	"github.com/matomod/matomod/internal/gapdetect"
+	"github.com/matomod/matomod/internal/matomo"
+)
+
+// Console is the part of archiver.Console that repair uses.
+type Console interface {
+	Argv(args ...string) []string
+	Invalidate(ctx context.Context, o archiver.RunOptions, idsite int, from, to string) archiver.Result
+	ArchiveSites(ctx context.Context, o archiver.RunOptions, url string, sites []int, extra []string) archiver.Result
+}
+
+// Scanner rescans after archiving (a gapdetect.Detector).
+type Scanner interface {
+	Scan(ctx context.Context) (*gapdetect.Result, error)
+}
+
+// Options bound and describe one repair.
+type Options struct {
+	URL       string   // archive.url, passed to core:archive
+	ExtraArgs []string // archive.extra_args
+	MaxDays   int      // site-days per repair (gaps.max_repair_days)
+	DryRun    bool
+	Force     bool // operator's --force: ignore safety rules except "no raw visits"
+	Timeout   time.Duration
+	KillGrace time.Duration
+	Logger    *slog.Logger
+}
+
+// Day results, also the values of matomod_repairs_total{result}.
+const (
+	Repaired      = "repaired"
+	FailedResult  = "failed"
+	SkippedUnsafe = "skipped_unsafe"
+)
+
+// DayOutcome is what happened to one site-day.
+type DayOutcome struct {
+	IDSite int         `json:"idsite"`
+	Date   matomo.Date `json:"date"`
+	Kind   string      `json:"kind,omitempty"`
+	Result string      `json:"result"` // repaired | failed | skipped_unsafe | planned (dry run)
+	Reason string      `json:"reason,omitempty"`
+}
+
+// Report is one repair's outcome.
+type Report struct {
+	DryRun        bool              `json:"dry_run"`
+	Ranges        []gapdetect.Range `json:"-"`
+	Commands      [][]string        `json:"commands"`
+	Days          []DayOutcome      `json:"days"`
+	Deferred      int               `json:"deferred"` // repairable days left for a later cycle (max_repair_days)
+	Invalidations int               `json:"invalidations"`
+	Archive       *archiver.Result  `json:"-"`
+	Remaining     []gapdetect.Gap   `json:"remaining"` // gaps still open after the rescan
+	Counts        map[string]int    `json:"counts"`
+}
+
+// Open reports whether anything is left open (exit status of `repair`).
+func (r *Report) Open() bool {
+	return r.Counts[FailedResult] > 0 || r.Counts[SkippedUnsafe] > 0 || r.Deferred > 0 || len(r.Remaining) > 0
+}
+
+// Repairer runs repairs. One at a time: the caller serialises it with
+// archive runs.
+type Repairer struct {
+	DB      *matomo.DB
+	Console Console
+	Scanner Scanner
+	Opt     Options
+}
+
+func (r *Repairer) log() *slog.Logger {
+	if r.Opt.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return r.Opt.Logger
+}
+
+// Repair repairs the repairable gaps (at most MaxDays site-days, newest
+// first) and reports every gap's outcome. Non-repairable gaps are reported
+// as skipped_unsafe and never touched.
+func (r *Repairer) Repair(ctx context.Context, gaps []gapdetect.Gap) (*Report, error) {
+	rep := &Report{DryRun: r.Opt.DryRun, Counts: map[string]int{}}
+	kind := map[matomo.SiteDate]string{}
+	for _, g := range gaps {
+		kind[matomo.SiteDate{IDSite: g.IDSite, Date: g.Date}] = string(g.Kind)
+		if !g.Repairable {
+			rep.add(DayOutcome{IDSite: g.IDSite, Date: g.Date, Kind: string(g.Kind), Result: SkippedUnsafe, Reason: g.Reason})
+		}
+	}
+	rep.Ranges, rep.Deferred = gapdetect.PlanRepairs(gaps, r.Opt.MaxDays)
+	return rep, r.run(ctx, rep, kind)
+}
+
+// RepairDays invalidates and re-archives an operator-named range of one
+// site. Days the safety rules refuse are skipped unless Force, which still
+// refuses days with no raw visits.
+func (r *Repairer) RepairDays(ctx context.Context, det *gapdetect.Detector, idsite int, from, to matomo.Date) (*Report, error) {
+	days, err := det.Assess(ctx, idsite, from, to)
+	if err != nil {
+		return nil, err
+	}
+	var ok []gapdetect.Gap
+	rep := &Report{DryRun: r.Opt.DryRun, Counts: map[string]int{}}
+	kind := map[matomo.SiteDate]string{}
+	for _, g := range days {
+		kind[matomo.SiteDate{IDSite: g.IDSite, Date: g.Date}] = string(g.Kind)
+		switch {
+		case g.Repairable, r.Opt.Force && g.RawVisits > 0:
+			g.Repairable = true
+			ok = append(ok, g)
+		default:
+			reason := g.Reason
+			if !r.Opt.Force && g.RawVisits > 0 {
+				reason += " (--force overrides)"
+			}
+			rep.add(DayOutcome{IDSite: g.IDSite, Date: g.Date, Kind: string(g.Kind), Result: SkippedUnsafe, Reason: reason})
+		}
+	}
+	if r.Opt.MaxDays >= 0 && len(ok) > r.Opt.MaxDays {
+		return nil, fmt.Errorf("--dates names %d repairable days, more than gaps.max_repair_days (%d): name a shorter range or raise the limit", len(ok), r.Opt.MaxDays)
+	}
+	rep.Ranges, _ = gapdetect.PlanRepairs(ok, -1)
+	return rep, r.run(ctx, rep, kind)
+}
+
+func (rep *Report) add(d DayOutcome) {
+	rep.Days = append(rep.Days, d)
+	rep.Counts[d.Result]++
+}
+
+func (r *Repairer) runOpts(id string) archiver.RunOptions {
+	return archiver.RunOptions{RunID: id, Timeout: r.Opt.Timeout, KillGrace: r.Opt.KillGrace}
+}
+
+func (r *Repairer) run(ctx context.Context, rep *Report, kind map[matomo.SiteDate]string) error {
+	if len(rep.Ranges) == 0 {
+		sortDays(rep.Days)
+		return nil
+	}
+	var sites []int
+	for _, rg := range rep.Ranges {
+		args, err := archiver.InvalidateArgs(rg.IDSite, rg.From.String(), rg.To.String())
+		if err != nil {
+			return err
+		}
+		rep.Commands = append(rep.Commands, r.Console.Argv(args...))
+		if !slices.Contains(sites, rg.IDSite) {
+			sites = append(sites, rg.IDSite)
+		}
+	}
+	args, err := archiver.ArchiveArgs(r.Opt.URL, sites, r.Opt.ExtraArgs)
+	if err != nil {
+		return err
+	}
+	rep.Commands = append(rep.Commands, r.Console.Argv(args...))
+	if r.Opt.DryRun {
+		for _, rg := range rep.Ranges {
+			for d := rg.From; d <= rg.To; d++ {
+				rep.add(DayOutcome{IDSite: rg.IDSite, Date: d, Kind: kind[matomo.SiteDate{IDSite: rg.IDSite, Date: d}], Result: "planned"})
+			}
+		}
+		sortDays(rep.Days)
+		return nil
+	}
+
+	log := r.log()
+	runID := archiver.NewRunID()
+	started, err := r.DB.Now(ctx)
+	if err != nil {
+		return err
+	}
+	failed := map[matomo.SiteDate]string{}
+	var archiveSites []int
+	for _, rg := range rep.Ranges {
+		rlog := log.With("run_id", runID, "idsite", rg.IDSite, "date", rg.From.String())
+		rlog.Info("invalidating gap days", "event", "repair_started", "from", rg.From.String(), "to", rg.To.String(), "days", rg.Days())
+		res := r.Console.Invalidate(ctx, r.runOpts(runID), rg.IDSite, rg.From.String(), rg.To.String())
+		if res.Outcome == archiver.OutcomeSkipped || ctx.Err() != nil {
+			return fmt.Errorf("core:invalidate-report-data did not run (%s): nothing was changed for the remaining days; retry when Matomo is out of maintenance mode", firstNonEmpty(res.SkipReason, errString(ctx.Err())))
+		}
+		// The exit code does not say what happened: look for the queue rows.
+		queued, _, err := r.DB.DayInvalidations(ctx, rg.From, rg.To, []int{rg.IDSite})
+		if err != nil {
+			return fmt.Errorf("checking the invalidations of site %d: %w", rg.IDSite, err)
+		}
+		have := map[matomo.Date]bool{}
+		for _, q := range queued {
+			have[q.Date] = true
+		}
+		for d := rg.From; d <= rg.To; d++ {
+			if have[d] {
+				rep.Invalidations++
+				continue
+			}
+			why := "core:invalidate-report-data queued nothing for this day"
+			switch {
+			case slices.Contains(res.LogDeletionSkipped, d.String()):
+				why += ": Matomo refused it as older than its log-deletion limit"
+			case res.Outcome != archiver.OutcomeSuccess:
+				why += fmt.Sprintf(" (exit code %d: %s)", res.ExitCode, firstNonEmpty(res.FirstError, errString(res.Err)))
+			}
+			failed[matomo.SiteDate{IDSite: rg.IDSite, Date: d}] = why
+		}
+		if len(have) > 0 && !slices.Contains(archiveSites, rg.IDSite) {
+			archiveSites = append(archiveSites, rg.IDSite)
+		}
+	}
+	if len(archiveSites) > 0 {
+		log.Info("archiving invalidated days", "event", "repair_archiving", "run_id", runID, "sites", fmt.Sprint(archiveSites))
+		res := r.Console.ArchiveSites(ctx, r.runOpts(runID), r.Opt.URL, archiveSites, r.Opt.ExtraArgs)
+		rep.Archive = &res
+	}
+	// Only the database says whether the days are fixed: each must now
+	// have a complete OK archive written after the repair began.
+	good, err := r.rebuilt(ctx, rep.Ranges, started)
+	if err != nil {
+		return fmt.Errorf("checking the rebuilt archives: %w", err)
+	}
+	after, err := r.Scanner.Scan(ctx)
+	if err != nil {
+		return fmt.Errorf("rescanning after the repair: %w", err)
+	}
+	for _, rg := range rep.Ranges {
+		for d := rg.From; d <= rg.To; d++ {
+			k := matomo.SiteDate{IDSite: rg.IDSite, Date: d}
+			out := DayOutcome{IDSite: rg.IDSite, Date: d, Kind: kind[k], Result: Repaired}
+			if why, bad := failed[k]; bad {
+				out.Result, out.Reason = FailedResult, why
+			} else if !good[k] {
+				out.Result, out.Reason = FailedResult, "no complete archive was written for this day"
+				if a := rep.Archive; a != nil && a.Outcome != archiver.OutcomeSuccess {
+					out.Reason += fmt.Sprintf(" (core:archive %s, exit code %d: %s)", a.Outcome, a.ExitCode, firstNonEmpty(a.SkipReason, a.FirstError, errString(a.Err)))
+				}
+			}
+			rep.add(out)
+			dlog := log.With("run_id", runID, "idsite", rg.IDSite, "date", d.String())
+			if out.Result == Repaired {
+				dlog.Info("gap repaired", "event", "repair_finished", "kind", out.Kind)
+			} else {
+				dlog.Error("gap not repaired", "event", "repair_failed", "kind", out.Kind, "reason", out.Reason)
+			}
+		}
+	}
+	rep.Remaining = append(rep.Remaining, after.Gaps...)
+	sortDays(rep.Days)
+	return nil
+}
+
+func sortDays(d []DayOutcome) {
+	slices.SortFunc(d, func(a, b DayOutcome) int {
+		if a.IDSite != b.IDSite {
+			return a.IDSite - b.IDSite
+		}
+		return int(a.Date - b.Date)
+	})
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return "no detail"
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// ShellQuote renders argv for humans (dry-run output), quoting as sh would.
+func ShellQuote(argv []string) string {
+	out := make([]string, len(argv))
+	for i, a := range argv {
+		if a != "" && !strings.ContainsAny(a, " \t\n'\"\\$`!*?[]{}()<>|&;#~") {
+			out[i] = a
+			continue
+		}
+		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return strings.Join(out, " ")
+}
+
+// rebuilt returns the days of ranges whose newest plain day archive is OK,
+// complete and written at or after since (DB clock).
+func (r *Repairer) rebuilt(ctx context.Context, ranges []gapdetect.Range, since time.Time) (map[matomo.SiteDate]bool, error) {
+	sites, err := r.DB.Sites(ctx)
+	if err != nil {
+		return nil, err
+	}
+	loc := map[int]*time.Location{}
+	for _, s := range sites {
+		loc[s.ID] = s.Loc
+	}
+	byTable := map[string][]matomo.SiteDate{}
+	for _, rg := range ranges {
+		for d := rg.From; d <= rg.To; d++ {
+			t := matomo.TableFor(d)
+			byTable[t] = append(byTable[t], matomo.SiteDate{IDSite: rg.IDSite, Date: d})
+		}
+	}
+	newest := map[matomo.SiteDate]matomo.DoneFlag{}
+	for t, keys := range byTable {
+		err := r.DB.DoneFlagsFor(ctx, t, keys, func(f matomo.DoneFlag) {
+			k := matomo.SiteDate{IDSite: f.IDSite, Date: f.Date}
+			if n, ok := newest[k]; !ok || f.Newer(n) {
+				newest[k] = f
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	out := map[matomo.SiteDate]bool{}
+	for _, keys := range byTable {
+		for _, k := range keys {
+			f, ok := newest[k]
+			if !ok {
+				continue // absent: no archive at all
+			}
+			l := loc[k.IDSite]
+			if l == nil {
+				continue
+			}
+			_, end := matomo.DayBounds(l, k.Date)
+			if (f.Value == matomo.DoneOK || f.Value == matomo.DoneOKTemporary) && !f.TSArchived.Before(end) && !f.TSArchived.Before(since.Add(-time.Second)) {
+				out[k] = true
+			}
+		}
+	}
+	return out, nil
+}
