@@ -36,7 +36,9 @@ bench: ensure-db
 bench-large: ensure-db
 	$(GO) run ./internal/bench --sites 1000 --days 400 --visits 20000000 $(BENCH_ARGS)
 
-deb: build
+# The package's binary carries the package version and is static.
+deb:
+	CGO_ENABLED=0 $(MAKE) --no-print-directory build VERSION=$(DEB_VERSION)
 	./packaging/deb/build.sh bin/matomod $(DEB_VERSION) dist
 
 deb-test: deb

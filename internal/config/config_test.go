@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -93,5 +94,22 @@ func TestPasswordFileAndOverrides(t *testing.T) {
 	c.Database.PasswordFile = filepath.Join(creds, "missing")
 	if _, err := c.LoadMatomo(); err == nil || !strings.Contains(err.Error(), "database.password_file") {
 		t.Fatalf("missing password file: %v", err)
+	}
+}
+
+// The shipped default config must load and equal the built-in defaults.
+func TestPackagedConfigIsTheDefault(t *testing.T) {
+	c, err := Load("../../packaging/matomod.yml", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Default()
+	norm := func(c *Config) {
+		c.PHPCLIOptions, c.Archive.ExtraArgs, c.Sites.Include, c.Sites.Exclude = nil, nil, nil, nil
+	}
+	norm(&c)
+	norm(&d)
+	if fmt.Sprintf("%+v", c) != fmt.Sprintf("%+v", d) {
+		t.Errorf("packaging/matomod.yml differs from Default():\n%+v\n%+v", c, d)
 	}
 }
