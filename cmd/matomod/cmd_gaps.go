@@ -131,7 +131,11 @@ func printGapTable(w io.Writer, r *gapdetect.Result) {
 				rep++
 			}
 		}
-		fmt.Fprintf(w, "%d gap days (%d repairable). Repair with: matomod repair --dry-run\n", len(r.Gaps), rep)
+		fmt.Fprintf(w, "%d gap days (%d repairable).", len(r.Gaps), rep)
+		if rep > 0 {
+			fmt.Fprint(w, " See what a repair would do: matomod repair --dry-run")
+		}
+		fmt.Fprintln(w)
 	}
 	if len(r.CollectionGaps) > 0 {
 		var parts []string

@@ -281,6 +281,10 @@ func (d *daemon) loseLeadership(why string) {
 	d.stopLeading(0)
 	d.leader.Store(false)
 	d.met.SetLeader(false)
+	// A follower must not keep serving the gaps it saw as leader, or the
+	// gap alerts would fire from two instances.
+	d.met.SetGaps(metrics.GapSnapshot{})
+	d.lastScan.Store(nil)
 }
 
 // stopLeading stops the scheduler (letting a run finish within grace) and
@@ -290,6 +294,16 @@ func (d *daemon) stopLeading(grace time.Duration) {
 		ctx, cancel := context.WithTimeout(context.Background(), grace)
 		if err := sch.Stop(ctx); err != nil {
 			d.log.Warn("archive run stopped before it finished", "event", "run_stopped", "err", err)
+			// The run was cancelled: the archiver signals PHP's group and
+			// escalates to SIGKILL after kill_grace; wait for that.
+			d.mu.Lock()
+			kg := d.s.cfg.Archive.KillGrace.D()
+			d.mu.Unlock()
+			wctx, wcancel := context.WithTimeout(context.Background(), kg+10*time.Second)
+			if err := sch.Wait(wctx); err != nil {
+				d.log.Error("giving up on the archive run", "event", "run_abandoned", "err", err)
+			}
+			wcancel()
 		}
 		cancel()
 	}
@@ -353,7 +367,7 @@ func (d *daemon) archiveJob(ctx context.Context, t scheduler.Trigger) scheduler.
 	d.met.RunStarted(start)
 	log.Info("archive run started", "event", "run_started", "trigger", t.Reason, "attempt", t.Attempt)
 	a := s.cfg.Archive
-	res := s.console(log).Archive(ctx, archiver.RunOptions{RunID: runID, Timeout: a.RunTimeout.D(), KillGrace: a.KillGrace.D()}, a.URL, a.ExtraArgs)
+	res := s.console(d.log).Archive(ctx, archiver.RunOptions{RunID: runID, Timeout: a.RunTimeout.D(), KillGrace: a.KillGrace.D()}, a.URL, a.ExtraArgs)
 	det.SetLastArchiveRun(res.Start)
 	fields := []any{"exit_code", res.ExitCode, "duration", res.Duration.Round(time.Millisecond), "archives", res.ArchivesProcessed,
 		"errors", res.Errors, "sites", res.SitesFinished, "trigger", t.Reason}

@@ -40,6 +40,12 @@ func (l *logBuf) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 func (l *logBuf) records() []map[string]any {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -107,11 +113,12 @@ archive:
   schedule: "@every 1s"
   run_timeout: 30s
   kill_grace: 1s
-gaps:
-  scan_interval: 1s
 state_file: %s
 stop_timeout: 5s
 %s`, e.Dir, matomotest.Simulator(t), filepath.Join(dir, "state.json"), extra)
+	if !strings.Contains(extra, "gaps:") {
+		y += "gaps:\n  scan_interval: 1s\n"
+	}
 	p := filepath.Join(dir, "matomod.yml")
 	if err := os.WriteFile(p, []byte(y), 0o644); err != nil {
 		t.Fatal(err)
@@ -136,7 +143,7 @@ func startDaemon(t *testing.T, cfgPath string, webConfig string) *running {
 			t.Error("daemon did not stop")
 		}
 		if t.Failed() {
-			t.Logf("daemon log:\n%s", r.logs.b.String())
+			t.Logf("daemon log:\n%s", r.logs.String())
 		}
 	})
 	return r

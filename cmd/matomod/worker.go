@@ -56,7 +56,7 @@ func (d *daemon) workerRound(ctx context.Context) {
 			runID := archiver.NewRunID()
 			log := d.log.With("run_id", runID)
 			log.Info("worker archive run started", "event", "run_started", "queued", b.Queued)
-			res := s.console(log).Archive(ctx, archiver.RunOptions{RunID: runID, Timeout: a.RunTimeout.D(), KillGrace: a.KillGrace.D()}, a.URL, a.ExtraArgs)
+			res := s.console(d.log).Archive(ctx, archiver.RunOptions{RunID: runID, Timeout: a.RunTimeout.D(), KillGrace: a.KillGrace.D()}, a.URL, a.ExtraArgs)
 			log.Info("worker archive run finished", "event", "run_finished", "outcome", string(res.Outcome), "exit_code", res.ExitCode,
 				"archives", res.ArchivesProcessed, "duration", res.Duration.Round(time.Millisecond))
 		}()

@@ -513,6 +513,23 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	}
 }
 
+// Wait waits for a running job to return, until ctx ends. After a Stop
+// that had to cancel the job, it lets the caller see the job wind down
+// (the archiver needs up to kill_grace) instead of exiting under it.
+func (s *Scheduler) Wait(ctx context.Context) error {
+	idle := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(idle)
+	}()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("the archive run did not end after it was cancelled: %w", ctx.Err())
+	}
+}
+
 // Next is the next cron trigger (retries aside); zero before Start and after Stop.
 func (s *Scheduler) Next() time.Time {
 	s.mu.Lock()

@@ -1,0 +1,235 @@
+package metrics
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Gap kinds (label kind), as gapdetect classifies site-days.
+const (
+	KindMissing     = "missing"
+	KindInvalidated = "invalidated"
+	KindFailed      = "failed"
+	KindIncomplete  = "incomplete"
+	KindStale       = "stale"
+)
+
+var gapKinds = []string{KindMissing, KindInvalidated, KindFailed, KindIncomplete, KindStale}
+
+// Invalidation queue states (label status).
+const (
+	StatusQueued     = "queued"
+	StatusInProgress = "in_progress"
+)
+
+// GapSnapshot is the result of a gap scan. Only sites with gaps need to be
+// listed; entries for the same site are added together.
+type GapSnapshot struct {
+	Sites []SiteGaps
+}
+
+// SiteGaps counts one site's gap site-days.
+type SiteGaps struct {
+	IDSite int
+	// Site-days by kind (KindMissing, …), split by whether matomod may
+	// repair them. Unknown kinds and counts below 1 are ignored.
+	Repairable, NotRepairable map[string]int
+	// Oldest is the start of the site's oldest gap day (zero: not known).
+	Oldest time.Time
+	// CollectionGaps counts days without raw visits where the site normally
+	// has traffic (reported, never repaired).
+	CollectionGaps int
+}
+
+// MatomoSnapshot is what the daemon last read from Matomo's database.
+type MatomoSnapshot struct {
+	Version                        string // version_core; empty leaves matomo_info out
+	MaintenanceMode, UpdatePending bool
+	Queued, InProgress             int       // archive_invalidations rows by status
+	OldestQueued, OldestInProgress time.Time // zero when there is none
+	// LastCompletedArchiving is the LastCompletedFullArchiving option; zero
+	// leaves its series out.
+	LastCompletedArchiving time.Time
+}
+
+var (
+	gapsDesc = prometheus.NewDesc("matomo_archive_gaps",
+		"Site-days with raw visits but no good day archive, by site and kind (only sites with gaps).",
+		[]string{"idsite", "kind"}, nil)
+	gapsAllDesc = prometheus.NewDesc("matomo_archive_gaps_all_sites",
+		"Site-days with raw visits but no good day archive over all sites, by kind and whether matomod may repair them.",
+		[]string{"kind", "repairable"}, nil)
+	gapOldestDesc = prometheus.NewDesc("matomo_archive_gap_oldest_timestamp_seconds",
+		"Start of the oldest gap day of each site that has gaps.",
+		[]string{"idsite"}, nil)
+	collectionGapsDesc = prometheus.NewDesc("matomo_collection_gaps",
+		"Days without raw visits where the site normally has traffic (tracking outage or lost raw data), per site that has them.",
+		[]string{"idsite"}, nil)
+
+	invalidationsDesc = prometheus.NewDesc("matomo_archive_invalidations",
+		"Rows in Matomo's archive_invalidations queue by status.",
+		[]string{"status"}, nil)
+	invalidationOldestDesc = prometheus.NewDesc("matomo_archive_invalidation_oldest_timestamp_seconds",
+		"Oldest invalidation by status: ts_invalidated when queued, ts_started when in progress (0: none).",
+		[]string{"status"}, nil)
+	lastCompletedDesc = prometheus.NewDesc("matomo_last_completed_archiving_timestamp_seconds",
+		"Matomo's LastCompletedFullArchiving option (also set by runs that stopped early).",
+		nil, nil)
+	maintenanceDesc = prometheus.NewDesc("matomo_maintenance_mode",
+		"1 when config.ini.php sets [General] maintenance_mode = 1.",
+		nil, nil)
+	updatePendingDesc = prometheus.NewDesc("matomo_update_pending",
+		"1 when Matomo's database version is older than its code (core:update pending).",
+		nil, nil)
+	infoDesc = prometheus.NewDesc("matomo_info",
+		"Always 1; label version is Matomo's version_core.",
+		[]string{"version"}, nil)
+)
+
+// snapshotCollector serves the cached scan and Matomo state. Both are turned
+// into immutable const metrics when set, so a scrape only sends prepared
+// values: its cost does not depend on how much work building them took.
+type snapshotCollector struct {
+	gaps   atomic.Pointer[[]prometheus.Metric]
+	matomo atomic.Pointer[[]prometheus.Metric]
+}
+
+func newSnapshotCollector() *snapshotCollector {
+	c := &snapshotCollector{}
+	c.setGaps(GapSnapshot{})
+	c.matomo.Store(ptr(matomoMetrics(MatomoSnapshot{}, false)))
+	return c
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{gapsDesc, gapsAllDesc, gapOldestDesc, collectionGapsDesc,
+		invalidationsDesc, invalidationOldestDesc, lastCompletedDesc, maintenanceDesc, updatePendingDesc, infoDesc} {
+		ch <- d
+	}
+}
+
+func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, m := range *c.gaps.Load() {
+		ch <- m
+	}
+	for _, m := range *c.matomo.Load() {
+		ch <- m
+	}
+}
+
+func (c *snapshotCollector) setGaps(s GapSnapshot) { c.gaps.Store(ptr(gapMetrics(s))) }
+
+func (c *snapshotCollector) setMatomo(s MatomoSnapshot) {
+	c.matomo.Store(ptr(matomoMetrics(s, true)))
+}
+
+// siteTotals is one site's counts after merging duplicate entries.
+type siteTotals struct {
+	idsite     int
+	days       [2][]int // [repairable: 0 false, 1 true][kind index]
+	oldest     time.Time
+	collection int
+}
+
+func gapMetrics(s GapSnapshot) []prometheus.Metric {
+	sites := make([]SiteGaps, len(s.Sites))
+	copy(sites, s.Sites) // never reorder the caller's slice
+	slices.SortFunc(sites, func(a, b SiteGaps) int { return a.IDSite - b.IDSite })
+
+	var all [2][]int
+	all[0], all[1] = make([]int, len(gapKinds)), make([]int, len(gapKinds))
+	var out []prometheus.Metric
+	var cur *siteTotals
+	flush := func() {
+		if cur != nil {
+			out = appendSite(out, cur)
+		}
+	}
+	for _, sg := range sites {
+		if cur == nil || cur.idsite != sg.IDSite {
+			flush()
+			cur = &siteTotals{idsite: sg.IDSite, days: [2][]int{make([]int, len(gapKinds)), make([]int, len(gapKinds))}}
+		}
+		for r, counts := range []map[string]int{sg.NotRepairable, sg.Repairable} {
+			for i, k := range gapKinds {
+				if n := counts[k]; n > 0 {
+					cur.days[r][i] += n
+					all[r][i] += n
+				}
+			}
+		}
+		if !sg.Oldest.IsZero() && (cur.oldest.IsZero() || sg.Oldest.Before(cur.oldest)) {
+			cur.oldest = sg.Oldest
+		}
+		if sg.CollectionGaps > 0 {
+			cur.collection += sg.CollectionGaps
+		}
+	}
+	flush()
+	for r, repairable := range []string{"false", "true"} {
+		for i, k := range gapKinds {
+			out = append(out, prometheus.MustNewConstMetric(gapsAllDesc, prometheus.GaugeValue, float64(all[r][i]), k, repairable))
+		}
+	}
+	return out
+}
+
+func appendSite(out []prometheus.Metric, s *siteTotals) []prometheus.Metric {
+	id := strconv.Itoa(s.idsite)
+	has := false
+	for i, k := range gapKinds {
+		if n := s.days[0][i] + s.days[1][i]; n > 0 {
+			has = true
+			out = append(out, prometheus.MustNewConstMetric(gapsDesc, prometheus.GaugeValue, float64(n), id, k))
+		}
+	}
+	if has && !s.oldest.IsZero() {
+		out = append(out, prometheus.MustNewConstMetric(gapOldestDesc, prometheus.GaugeValue, seconds(s.oldest), id))
+	}
+	if s.collection > 0 {
+		out = append(out, prometheus.MustNewConstMetric(collectionGapsDesc, prometheus.GaugeValue, float64(s.collection), id))
+	}
+	return out
+}
+
+// matomoMetrics builds the Matomo series; before the first read (known is
+// false) only the fixed-label queue families are present, at 0.
+func matomoMetrics(s MatomoSnapshot, known bool) []prometheus.Metric {
+	out := []prometheus.Metric{
+		prometheus.MustNewConstMetric(invalidationsDesc, prometheus.GaugeValue, float64(max(s.Queued, 0)), StatusQueued),
+		prometheus.MustNewConstMetric(invalidationsDesc, prometheus.GaugeValue, float64(max(s.InProgress, 0)), StatusInProgress),
+		prometheus.MustNewConstMetric(invalidationOldestDesc, prometheus.GaugeValue, seconds(s.OldestQueued), StatusQueued),
+		prometheus.MustNewConstMetric(invalidationOldestDesc, prometheus.GaugeValue, seconds(s.OldestInProgress), StatusInProgress),
+	}
+	if !known {
+		return out
+	}
+	out = append(out,
+		prometheus.MustNewConstMetric(maintenanceDesc, prometheus.GaugeValue, boolValue(s.MaintenanceMode)),
+		prometheus.MustNewConstMetric(updatePendingDesc, prometheus.GaugeValue, boolValue(s.UpdatePending)),
+	)
+	if !s.LastCompletedArchiving.IsZero() {
+		out = append(out, prometheus.MustNewConstMetric(lastCompletedDesc, prometheus.GaugeValue, seconds(s.LastCompletedArchiving)))
+	}
+	if v := labelValue(s.Version); v != "" {
+		out = append(out, prometheus.MustNewConstMetric(infoDesc, prometheus.GaugeValue, 1, v))
+	}
+	return out
+}
+
+// labelValue makes text read from the database safe as a label value: valid
+// UTF-8 (or the metric would fail the whole scrape) and bounded in length.
+func labelValue(s string) string {
+	s = strings.ToValidUTF8(strings.TrimSpace(s), "\uFFFD")
+	if len(s) > 64 {
+		s = strings.ToValidUTF8(s[:64], "")
+	}
+	return s
+}
