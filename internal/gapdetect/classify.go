@@ -175,4 +175,3 @@ func (sc *scanCtx) collectionGaps(ss *siteState) []CollectionGap {
 	}
 	return out
 }
-

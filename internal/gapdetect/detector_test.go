@@ -57,7 +57,9 @@ func gapMap(r *Result) map[string]string {
 	return m
 }
 
-func itoa(n int64) string { return strings.TrimSpace(strings.Replace(string(rune('0'))+"", "0", "", 1) + jsonNum(n)) }
+func itoa(n int64) string {
+	return strings.TrimSpace(strings.Replace(string(rune('0'))+"", "0", "", 1) + jsonNum(n))
+}
 
 func jsonNum(n int64) string { b, _ := json.Marshal(n); return string(b) }
 
