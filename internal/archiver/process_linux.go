@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -29,7 +30,13 @@ import (
 func supervise(ctx context.Context, cmd *exec.Cmd, timeout, grace time.Duration,
 	onLine func(stream string, b []byte, truncated bool), lg *slog.Logger) procResult {
 	var pr procResult
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: if matomod itself is SIGKILLed, PHP dies with it instead
+	// of archiving on unsupervised next to the next leader's run. The
+	// signal is tied to the thread that forked, so that thread is kept
+	// (locked) until the child has been reaped.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		pr.err = err
