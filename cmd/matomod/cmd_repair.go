@@ -45,6 +45,11 @@ func cmdRepair(ctx context.Context, g *globals, f *repairFlags, stdout, stderr i
 	if err != nil {
 		return fail(stderr, err)
 	}
+	if !f.dryRun {
+		if reason, _ := pauseReason(ctx, s, db); reason != "" {
+			return fail(stderr, fmt.Errorf("archiving is paused (%s): a repair now would invalidate days that nothing rebuilds; retry when it clears, or use --dry-run", reason))
+		}
+	}
 	opt := s.repairOptions(log, f.dryRun)
 	opt.Force = f.force
 	r := &repair.Repairer{DB: db, Console: s.console(log), Scanner: det, Opt: opt}
