@@ -3,7 +3,8 @@
 SHELL := /bin/bash
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.0-dev)
-DEB_VERSION ?= $(shell echo "$(VERSION)" | sed -E 's/^v//; s/^([^0-9])/0.0.0+\1/; s/-/+/g')
+# A tag v1.2.3 gives 1.2.3; an untagged commit gives 0.0.0+git<hash>.
+DEB_VERSION ?= $(shell echo "$(VERSION)" | sed -E '/^v?[0-9]+\./!s/^/0.0.0+git/; s/^v//; s/-/+/g')
 REVISION ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 BRANCH ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
 BUILD_DATE ?= $(shell date -u +%Y%m%d-%H:%M:%S)
