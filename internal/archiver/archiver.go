@@ -370,11 +370,13 @@ func (c *Console) Run(ctx context.Context, o RunOptions, args ...string) Result 
 		if !ok {
 			return
 		}
-		attrs := []slog.Attr{slog.String("event", "console_output"), slog.String("stream", stream), slog.String("line", text)}
+		// The line itself is the message, so `journalctl -u matomod` reads
+		// like the console's own output.
+		attrs := []slog.Attr{slog.String("event", "console_output"), slog.String("stream", stream)}
 		if truncated {
 			attrs = append(attrs, slog.Bool("truncated", true))
 		}
-		lg.LogAttrs(logCtx, level, "console output", attrs...)
+		lg.LogAttrs(logCtx, level, text, attrs...)
 	}
 
 	lg.Info("console started", "event", "console_started", "argv", argv, "dir", cmd.Dir,

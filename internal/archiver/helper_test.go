@@ -206,7 +206,7 @@ func cancelOnLine(t *testing.T, sink *logSink, line string) context.Context {
 	ctx, cancel := context.WithCancel(t.Context())
 	t.Cleanup(cancel)
 	sink.hook = func(r record) {
-		if r.str("event") == "console_output" && r.str("line") == line {
+		if r.str("event") == "console_output" && r.str("msg") == line {
 			cancel()
 		}
 	}

@@ -37,7 +37,7 @@ func TestRunLogsStartOutputAndFinish(t *testing.T) {
 	var errLines, stderrWarn int
 	for _, o := range sink.events("console_output") {
 		switch {
-		case o.str("stream") == "stdout" && o.str("level") == "ERROR" && strings.Contains(o.str("line"), "Uncaught exception"):
+		case o.str("stream") == "stdout" && o.str("level") == "ERROR" && strings.Contains(o.str("msg"), "Uncaught exception"):
 			errLines++
 		case o.str("stream") == "stderr" && o.str("level") == "WARN":
 			stderrWarn++
@@ -141,9 +141,9 @@ func TestRunExitCodeAndInterleavedStreams(t *testing.T) {
 		s := o.str("stream")
 		wantLevel := map[string]string{"stdout": "INFO", "stderr": "WARN"}[s]
 		if o.str("level") != wantLevel {
-			t.Errorf("%s line %q at %s, want %s", s, o.str("line"), o.str("level"), wantLevel)
+			t.Errorf("%s line %q at %s, want %s", s, o.str("msg"), o.str("level"), wantLevel)
 		}
-		lines[s] = append(lines[s], o.str("line"))
+		lines[s] = append(lines[s], o.str("msg"))
 	}
 	for s, prefix := range map[string]string{"stdout": "out", "stderr": "err"} {
 		if len(lines[s]) != 100 {
