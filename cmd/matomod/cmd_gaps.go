@@ -32,7 +32,7 @@ func (f *gapFlags) register(c *kingpin.CmdClause) {
 
 // detector builds a Detector for a one-shot command from the flags.
 func (f *gapFlags) detector(s *setup, db *matomo.DB, log *slog.Logger) (*gapdetect.Detector, error) {
-	o := s.detectorOptions(log)
+	o := s.detectorOptions()
 	sites, err := parseSites(f.sites)
 	if err != nil {
 		return nil, err

@@ -88,7 +88,7 @@ func runDaemon(ctx context.Context, g *globals, log *slog.Logger) int {
 		log.Error("cannot start: bad database settings", "event", "config_invalid", "err", err)
 		return exitError
 	}
-	d.det = gapdetect.New(d.db, s.detectorOptions(log))
+	d.det = gapdetect.New(d.db, s.detectorOptions())
 
 	srv, serveErr := d.serveHTTP()
 	hup := make(chan os.Signal, 1)
@@ -227,7 +227,7 @@ func (d *daemon) step(ctx context.Context) {
 
 // followPause reads the pause state and logs only its changes.
 func (d *daemon) followPause(ctx context.Context, s *setup, db *matomo.DB) {
-	reason, ver := pauseReason(ctx, s, db)
+	reason, _ := pauseReason(ctx, s, db)
 	old := *d.paused.Swap(&reason)
 	if old != reason {
 		if reason != "" {
@@ -241,7 +241,6 @@ func (d *daemon) followPause(ctx context.Context, s *setup, db *matomo.DB) {
 	} else {
 		d.met.SetPaused(reason)
 	}
-	_ = ver
 }
 
 func (d *daemon) becomeLeader(ctx context.Context) {
@@ -337,8 +336,7 @@ func newScheduler(s *setup, job scheduler.Job, log *slog.Logger, obs scheduler.O
 
 // OnSkip, OnRunStart and OnRunEnd make the daemon a scheduler.Observer.
 func (d *daemon) OnSkip(reason string) {
-	d.met.RunFinished(metrics.RunSkippedOverlap, time.Now(), 0, -1)
-	d.log.Warn("archive run skipped: the previous one is still running", "event", "run_skipped", "reason", reason)
+	d.met.RunFinished(metrics.RunSkippedOverlap, time.Now(), 0, -1) // the scheduler logs it
 }
 
 func (d *daemon) OnRunStart(scheduler.Trigger) {}
@@ -464,9 +462,9 @@ func (d *daemon) scanAndRepair(ctx context.Context) {
 	if rep.Deferred > 0 {
 		d.log.Warn("more repairable gap days than gaps.max_repair_days: the oldest wait for the next cycle", "event", "repair_deferred", "deferred", rep.Deferred)
 	}
-	if after, err := det.Scan(ctx); err == nil {
-		d.lastScan.Store(after)
-		d.met.SetGaps(gapSnapshot(after))
+	if rep.After != nil {
+		d.lastScan.Store(rep.After)
+		d.met.SetGaps(gapSnapshot(rep.After))
 	}
 }
 
@@ -591,7 +589,7 @@ func (d *daemon) reload(ctx context.Context) {
 	d.mu.Lock()
 	old := d.db
 	d.s, d.db = s, db
-	d.det = gapdetect.New(db, s.detectorOptions(d.log))
+	d.det = gapdetect.New(db, s.detectorOptions())
 	d.mu.Unlock()
 	old.Close()
 	d.met.ConfigReloaded(true, time.Now())

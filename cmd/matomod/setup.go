@@ -51,7 +51,7 @@ func (s *setup) console(log *slog.Logger) *archiver.Console {
 	}
 }
 
-func (s *setup) detectorOptions(log *slog.Logger) gapdetect.Options {
+func (s *setup) detectorOptions() gapdetect.Options {
 	c := s.cfg
 	return gapdetect.Options{
 		WindowDays:           c.Gaps.WindowDays,
@@ -63,7 +63,6 @@ func (s *setup) detectorOptions(log *slog.Logger) gapdetect.Options {
 		DeleteLogsEnable:     s.mat.INI.DeleteLogsEnable,
 		DeleteLogsOlderThan:  s.mat.INI.DeleteLogsOlderThan,
 		FullRescanInterval:   c.Gaps.FullRescanInterval.D(),
-		Logger:               log,
 	}
 }
 

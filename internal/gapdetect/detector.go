@@ -3,7 +3,6 @@ package gapdetect
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -30,7 +29,6 @@ type Options struct {
 	// FullRescanInterval: incremental scans in between; default 24h.
 	FullRescanInterval time.Duration
 	Now                func() time.Time
-	Logger             *slog.Logger
 }
 
 func (o *Options) defaults() {
@@ -54,9 +52,6 @@ func (o *Options) defaults() {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
 	}
 }
 

@@ -66,6 +66,7 @@ type Report struct {
 	Invalidations int               `json:"invalidations"`
 	Archive       *archiver.Result  `json:"-"`
 	Remaining     []gapdetect.Gap   `json:"remaining"` // gaps still open after the rescan
+	After         *gapdetect.Result `json:"-"`         // that rescan
 	Counts        map[string]int    `json:"counts"`
 }
 
@@ -257,6 +258,8 @@ func (r *Repairer) run(ctx context.Context, rep *Report, kind map[matomo.SiteDat
 		}
 	}
 	rep.Remaining = append(rep.Remaining, after.Gaps...)
+	rep.After = after
+	rep.After = after
 	sortDays(rep.Days)
 	return nil
 }

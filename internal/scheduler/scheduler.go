@@ -343,8 +343,8 @@ func (s *Scheduler) wait(now time.Time) time.Duration {
 // Any new run supersedes a pending retry.
 func (s *Scheduler) startRun(t Trigger, jitter bool) bool {
 	if s.busy {
-		s.logger.Info("archive run skipped: the previous run is still going",
-			"event", "archive_skipped", "reason", SkipOverlap, "trigger", t.Reason, "scheduled", t.Scheduled)
+		s.logger.Warn("archive run skipped: the previous run is still going",
+			"event", "run_skipped", "reason", SkipOverlap, "trigger", t.Reason, "scheduled", t.Scheduled)
 		s.obs.OnSkip(SkipOverlap)
 		return false
 	}
@@ -385,7 +385,7 @@ func (s *Scheduler) run(t Trigger, delay time.Duration) {
 	s.stateMu.Lock()
 	s.state.LastRun = startWall
 	s.stateMu.Unlock()
-	s.logger.Info("archive run started", "event", "archive_started",
+	s.logger.Debug("archive run started", "event", "archive_started",
 		"reason", t.Reason, "attempt", t.Attempt, "scheduled", t.Scheduled)
 	s.obs.OnRunStart(t)
 
@@ -397,7 +397,7 @@ func (s *Scheduler) run(t Trigger, delay time.Duration) {
 			st.LastSuccess = s.now().Round(0)
 		}
 	})
-	s.logger.Info("archive run finished", "event", "archive_finished",
+	s.logger.Debug("archive run finished", "event", "archive_finished",
 		"reason", t.Reason, "attempt", t.Attempt, "outcome", out.String(), "duration", took)
 	s.obs.OnRunEnd(t, out, took)
 	res = result{trigger: t, outcome: out}

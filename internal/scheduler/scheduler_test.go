@@ -231,7 +231,7 @@ func TestOverlapIsSkippedAndCounted(t *testing.T) {
 		if want := []string{"overlap", "overlap", "overlap", "overlap", "overlap", "overlap"}; strings.Join(skips, ",") != strings.Join(want, ",") {
 			t.Errorf("skips = %v, want %v", skips, want)
 		}
-		if got := strings.Count(logs.String(), "event=archive_skipped reason=overlap"); got != 6 {
+		if got := strings.Count(logs.String(), "event=run_skipped reason=overlap"); got != 6 {
 			t.Errorf("logged %d overlap skips, want 6:\n%s", got, logs)
 		}
 	})
