@@ -58,20 +58,31 @@ func (f *gapFlags) detector(s *setup, db *matomo.DB, log *slog.Logger) (*gapdete
 	return gapdetect.New(db, o), nil
 }
 
-func cmdGaps(ctx context.Context, g *globals, f *gapFlags, stdout, stderr io.Writer, log *slog.Logger) int {
+// open loads the config and builds the database pool and the detector a
+// one-shot command needs; the caller closes the pool.
+func (f *gapFlags) open(g *globals, log *slog.Logger) (*setup, *matomo.DB, *gapdetect.Detector, error) {
 	s, err := loadSetup(g)
 	if err != nil {
-		return fail(stderr, err)
+		return nil, nil, nil, err
 	}
 	db, err := s.openDB()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	det, err := f.detector(s, db, log)
+	if err != nil {
+		db.Close()
+		return nil, nil, nil, err
+	}
+	return s, db, det, nil
+}
+
+func cmdGaps(ctx context.Context, g *globals, f *gapFlags, stdout, stderr io.Writer, log *slog.Logger) int {
+	_, db, det, err := f.open(g, log)
 	if err != nil {
 		return fail(stderr, err)
 	}
 	defer db.Close()
-	det, err := f.detector(s, db, log)
-	if err != nil {
-		return fail(stderr, err)
-	}
 	res, err := det.Scan(ctx)
 	if err != nil {
 		return fail(stderr, err)

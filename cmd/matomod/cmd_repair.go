@@ -32,19 +32,11 @@ func cmdRepair(ctx context.Context, g *globals, f *repairFlags, stdout, stderr i
 	if f.force && f.dates == "" {
 		return fail(stderr, fmt.Errorf("--force only goes with --dates: it overrides the safety rules for days you name"))
 	}
-	s, err := loadSetup(g)
-	if err != nil {
-		return fail(stderr, err)
-	}
-	db, err := s.openDB()
+	s, db, det, err := f.open(g, log)
 	if err != nil {
 		return fail(stderr, err)
 	}
 	defer db.Close()
-	det, err := f.detector(s, db, log)
-	if err != nil {
-		return fail(stderr, err)
-	}
 	if !f.dryRun {
 		if reason, _ := pauseReason(ctx, s, db); reason != "" {
 			return fail(stderr, fmt.Errorf("archiving is paused (%s): a repair now would invalidate days that nothing rebuilds; retry when it clears, or use --dry-run", reason))

@@ -137,7 +137,14 @@ var schemaDDL = []string{
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
 }
 
-const archiveNumericDDL = `CREATE TABLE IF NOT EXISTS {t} (
+// archiveDDL is a monthly archive table: numeric tables hold doubles and
+// have index_idsite_dates_period, blob tables hold mediumblobs.
+func archiveDDL(table string, numeric bool) string {
+	value, idx := "mediumblob", ""
+	if numeric {
+		value, idx = "double", "\n  KEY index_idsite_dates_period (idsite, date1, date2, period, name(6)),"
+	}
+	return "CREATE TABLE IF NOT EXISTS `" + table + "` (" + `
   idarchive int(10) unsigned NOT NULL,
   name varchar(190) NOT NULL,
   idsite int(10) unsigned DEFAULT NULL,
@@ -145,24 +152,11 @@ const archiveNumericDDL = `CREATE TABLE IF NOT EXISTS {t} (
   date2 date DEFAULT NULL,
   period tinyint(3) unsigned DEFAULT NULL,
   ts_archived datetime DEFAULT NULL,
-  value double DEFAULT NULL,
-  PRIMARY KEY (idarchive, name),
-  KEY index_idsite_dates_period (idsite, date1, date2, period, name(6)),
+  value ` + value + ` DEFAULT NULL,
+  PRIMARY KEY (idarchive, name),` + idx + `
   KEY index_period_archived (period, ts_archived)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`
-
-const archiveBlobDDL = `CREATE TABLE IF NOT EXISTS {t} (
-  idarchive int(10) unsigned NOT NULL,
-  name varchar(190) NOT NULL,
-  idsite int(10) unsigned DEFAULT NULL,
-  date1 date DEFAULT NULL,
-  date2 date DEFAULT NULL,
-  period tinyint(3) unsigned DEFAULT NULL,
-  ts_archived datetime DEFAULT NULL,
-  value mediumblob DEFAULT NULL,
-  PRIMARY KEY (idarchive, name),
-  KEY index_period_archived (period, ts_archived)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`
+}
 
 // CreateSchema creates Matomo's base tables with the given prefix.
 func CreateSchema(ctx context.Context, db *sql.DB, prefix string) error {
@@ -185,10 +179,10 @@ func ArchiveTableNames(prefix string, year, month int) (numeric, blob string) {
 // lazily.
 func CreateArchiveTables(ctx context.Context, db *sql.DB, prefix string, year, month int) error {
 	n, b := ArchiveTableNames(prefix, year, month)
-	if _, err := db.ExecContext(ctx, strings.ReplaceAll(archiveNumericDDL, "{t}", "`"+n+"`")); err != nil {
+	if _, err := db.ExecContext(ctx, archiveDDL(n, true)); err != nil {
 		return fmt.Errorf("creating %s: %w", n, err)
 	}
-	if _, err := db.ExecContext(ctx, strings.ReplaceAll(archiveBlobDDL, "{t}", "`"+b+"`")); err != nil {
+	if _, err := db.ExecContext(ctx, archiveDDL(b, false)); err != nil {
 		return fmt.Errorf("creating %s: %w", b, err)
 	}
 	return nil

@@ -495,22 +495,14 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	<-s.loopDone
 	s.setNext(time.Time{})
 	defer s.cancelJob()
-
-	idle := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(idle)
-	}()
-	select {
-	case <-idle:
-		if !wasStopped {
-			s.logger.Info("scheduler stopped", "event", "scheduler_stopped")
-		}
-		return nil
-	case <-ctx.Done():
+	if err := s.Wait(ctx); err != nil {
 		s.logger.Warn("archive run still going at shutdown; cancelling it", "event", "archive_cancelled")
 		return fmt.Errorf("stopping scheduler: the archive run did not finish in time and was cancelled: %w", ctx.Err())
 	}
+	if !wasStopped {
+		s.logger.Info("scheduler stopped", "event", "scheduler_stopped")
+	}
+	return nil
 }
 
 // Wait waits for a running job to return, until ctx ends. After a Stop
@@ -526,7 +518,7 @@ func (s *Scheduler) Wait(ctx context.Context) error {
 	case <-idle:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("the archive run did not end after it was cancelled: %w", ctx.Err())
+		return fmt.Errorf("the archive run has not ended: %w", ctx.Err())
 	}
 }
 
