@@ -357,15 +357,15 @@ func (sc *scanCtx) readQueue(ctx context.Context, ids []int) error {
 }
 
 // tablesInWindow lists the existing monthly tables overlapping the window.
-func (sc *scanCtx) tablesInWindow(ctx context.Context) ([]string, error) {
+func (sc *scanCtx) tablesInWindow(ctx context.Context) ([]matomo.ArchiveTable, error) {
 	all, err := sc.d.db.ArchiveTables(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var out []string
+	var out []matomo.ArchiveTable
 	for _, t := range all {
 		if t.Month >= sc.window.Since.Month() && t.Month <= sc.window.Until {
-			out = append(out, t.Name)
+			out = append(out, t)
 		}
 	}
 	return out, nil
@@ -388,49 +388,91 @@ func merge(m map[matomo.SiteDate]*newestPair, f matomo.DoneFlag) {
 	}
 }
 
+// slot is the newest and the newest OK done flag of one site-day, packed:
+// a full scan holds one month of them for every site at once (10,000 sites
+// × 31 days in 7 MiB).
+type slot struct {
+	newestID, okID   uint32 // idarchive is int(10) unsigned
+	newestTS, okTS   uint32 // Unix seconds; 0 for NULL
+	newestVal, okVal uint8
+}
+
+func newerThan(id, ts uint32, f matomo.DoneFlag) bool {
+	fts := uint32(max(0, f.TSArchived.Unix()))
+	if f.TSArchived.IsZero() {
+		fts = 0
+	}
+	if fts != ts {
+		return fts > ts
+	}
+	return uint32(f.IDArchive) > id
+}
+
+func (s *slot) merge(f matomo.DoneFlag) {
+	ts := uint32(0)
+	if !f.TSArchived.IsZero() {
+		ts = uint32(max(0, f.TSArchived.Unix()))
+	}
+	if s.newestID == 0 || newerThan(s.newestID, s.newestTS, f) {
+		s.newestID, s.newestTS, s.newestVal = uint32(f.IDArchive), ts, uint8(f.Value)
+	}
+	if (f.Value == matomo.DoneOK || f.Value == matomo.DoneOKTemporary) && (s.okID == 0 || newerThan(s.okID, s.okTS, f)) {
+		s.okID, s.okTS, s.okVal = uint32(f.IDArchive), ts, uint8(f.Value)
+	}
+}
+
+func flagOf(k matomo.SiteDate, id, ts uint32, val uint8) matomo.DoneFlag {
+	f := matomo.DoneFlag{IDSite: k.IDSite, Date: k.Date, IDArchive: int64(id), Value: int(val)}
+	if id != 0 && ts != 0 {
+		f.TSArchived = time.Unix(int64(ts), 0).UTC()
+	}
+	return f
+}
+
 // readAll reads every day done flag of the window, one monthly table at a
-// time so only one month is buffered.
+// time into a dense site × day-of-month buffer that is reused.
 func (sc *scanCtx) readAll(ctx context.Context, ids []int) error {
 	tables, err := sc.tablesInWindow(ctx)
 	if err != nil {
 		return err
 	}
+	order := make([]*siteState, 0, len(sc.st.sites))
+	row := make(map[int]int, len(sc.st.sites))
+	for id, ss := range sc.st.sites {
+		row[id] = len(order)
+		order = append(order, ss)
+	}
+	buf := make([]slot, len(order)*31)
 	for _, t := range tables {
-		m := map[matomo.SiteDate]*newestPair{}
-		err := sc.d.db.DoneFlags(ctx, []string{t}, ids, time.Time{}, func(f matomo.DoneFlag) {
+		clear(buf)
+		month := t.Month
+		err := sc.d.db.DoneFlags(ctx, []string{t.Name}, ids, time.Time{}, func(f matomo.DoneFlag) {
 			sc.stats.DoneRows++
-			if ss := sc.st.sites[f.IDSite]; ss != nil && f.Date >= ss.since && f.Date <= ss.until {
-				merge(m, f)
+			i, ok := row[f.IDSite]
+			dom := int(f.Date - month)
+			if !ok || dom < 0 || dom >= 31 || f.Date < order[i].since || f.Date > order[i].until {
+				return
 			}
+			buf[i*31+dom].merge(f)
 		})
 		if err != nil {
 			return err
 		}
-		for k, p := range m {
-			sc.apply(k, p, true)
-		}
-		// Days of this month with no row at all have no archive.
-		sc.markNoArchive(t, m)
-	}
-	return nil
-}
-
-// markNoArchive settles the days of table's month that had no done row as
-// "no archive" (open, to be probed).
-func (sc *scanCtx) markNoArchive(table string, seen map[matomo.SiteDate]*newestPair) {
-	for id, ss := range sc.st.sites {
-		for d := max(ss.since, monthOf(table)); d <= ss.until && matomo.TableFor(d) == table; d++ {
-			if seen[matomo.SiteDate{IDSite: id, Date: d}] == nil {
-				sc.setNoArchive(ss, d)
+		next := month.AddDays(31).Month()
+		for i, ss := range order {
+			for d := max(month, ss.since); d < next && d <= ss.until; d++ {
+				k := matomo.SiteDate{IDSite: ss.site.ID, Date: d}
+				sl := &buf[i*31+int(d-month)]
+				if sl.newestID == 0 {
+					sc.setNoArchive(ss, d) // no done row at all: no archive
+					continue
+				}
+				sc.apply(k, &newestPair{newest: flagOf(k, sl.newestID, sl.newestTS, sl.newestVal),
+					ok: flagOf(k, sl.okID, sl.okTS, sl.okVal)}, true)
 			}
 		}
 	}
-}
-
-func monthOf(table string) matomo.Date {
-	var y, m int
-	fmt.Sscanf(table, "archive_numeric_%4d_%2d", &y, &m)
-	return matomo.NewDate(y, time.Month(m), 1)
+	return nil
 }
 
 func (sc *scanCtx) setNoArchive(ss *siteState, d matomo.Date) {
@@ -475,10 +517,14 @@ func (sc *scanCtx) readChanged(ctx context.Context, ids []int) error {
 	if err != nil {
 		return err
 	}
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = t.Name
+	}
 	m := map[matomo.SiteDate]*newestPair{}
 	// A second of slack: ts_archived has second precision.
 	since := sc.st.watermark.Add(-time.Second)
-	err = sc.d.db.DoneFlags(ctx, tables, ids, since, func(f matomo.DoneFlag) {
+	err = sc.d.db.DoneFlags(ctx, names, ids, since, func(f matomo.DoneFlag) {
 		sc.stats.DoneRows++
 		merge(m, f)
 	})

@@ -5,9 +5,14 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	_ "time/tzdata" // site time zones must resolve on hosts without /usr/share/zoneinfo
 )
+
+// locCache: 10,000 sites share a few dozen zones; loading each from the
+// embedded database again costs a parse per site and scan.
+var locCache sync.Map
 
 // LoadLocation resolves a site time zone as Matomo stores it in site.timezone:
 // an IANA name ("Europe/Berlin") or a manual offset "UTC", "UTC+5.5", "UTC-3"
@@ -27,7 +32,13 @@ func LoadLocation(name string) (*time.Location, error) {
 		secs := int(math.Round(hours * 3600))
 		return time.FixedZone(name, secs), nil
 	}
+	if l, ok := locCache.Load(name); ok {
+		return l.(*time.Location), nil
+	}
 	loc, err := time.LoadLocation(name)
+	if err == nil {
+		locCache.Store(name, loc)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("site time zone %q is unknown: use an IANA name such as Europe/Berlin or an offset such as UTC+5.5", name)
 	}
