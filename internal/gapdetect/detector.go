@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/matomod/matomod/internal/matomo"
 )
@@ -349,7 +350,7 @@ func (sc *scanCtx) readQueue(ctx context.Context, ids []int) error {
 		sc.queued[matomo.SiteDate{IDSite: v.IDSite, Date: v.Date}] = v
 		// Matomo sets done = 4 in place without touching ts_archived:
 		// a queued day must be re-read even if it was settled.
-		if !sc.full {
+		if !sc.full && ss.get(v.Date) == dsGood {
 			ss.set(v.Date, dsUnknown)
 		}
 	}
@@ -429,50 +430,95 @@ func flagOf(k matomo.SiteDate, id, ts uint32, val uint8) matomo.DoneFlag {
 	return f
 }
 
-// readAll reads every day done flag of the window, one monthly table at a
-// time into a dense site × day-of-month buffer that is reused.
+// slotBudget bounds the memory of the per-month buffers of a full scan;
+// within it two tables are read at once (the server's table scans are
+// what a full scan waits for).
+const slotBudget = 8 << 20
+
+// readAll reads every day done flag of the window, one monthly table per
+// query into a dense site × day-of-month buffer, then settles each day.
 func (sc *scanCtx) readAll(ctx context.Context, ids []int) error {
 	tables, err := sc.tablesInWindow(ctx)
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // an error stops the reads still going
 	order := make([]*siteState, 0, len(sc.st.sites))
 	row := make(map[int]int, len(sc.st.sites))
 	for id, ss := range sc.st.sites {
 		row[id] = len(order)
 		order = append(order, ss)
 	}
-	buf := make([]slot, len(order)*31)
-	for _, t := range tables {
-		clear(buf)
-		month := t.Month
-		err := sc.d.db.DoneFlags(ctx, []string{t.Name}, ids, time.Time{}, func(f matomo.DoneFlag) {
-			sc.stats.DoneRows++
-			i, ok := row[f.IDSite]
-			dom := int(f.Date - month)
-			if !ok || dom < 0 || dom >= 31 || f.Date < order[i].since || f.Date > order[i].until {
-				return
-			}
-			buf[i*31+dom].merge(f)
-		})
-		if err != nil {
-			return err
+	size := len(order) * 31
+	workers := max(1, min(2, slotBudget/max(1, size*int(unsafe.Sizeof(slot{})))))
+	type filled struct {
+		t    matomo.ArchiveTable
+		buf  []slot
+		rows int
+		err  error
+	}
+	free := make(chan []slot, workers)
+	for range workers {
+		free <- make([]slot, size)
+	}
+	out := make([]chan filled, len(tables))
+	for i := range out {
+		out[i] = make(chan filled, 1)
+	}
+	go func() {
+		sem := make(chan struct{}, workers)
+		for i, t := range tables {
+			sem <- struct{}{}
+			buf := <-free
+			go func() {
+				defer func() { <-sem }()
+				clear(buf)
+				f := filled{t: t, buf: buf}
+				f.err = sc.d.db.DoneFlags(ctx, []string{t.Name}, ids, time.Time{}, func(fl matomo.DoneFlag) {
+					f.rows++
+					i, ok := row[fl.IDSite]
+					dom := int(fl.Date - t.Month)
+					if !ok || dom < 0 || dom >= 31 || fl.Date < order[i].since || fl.Date > order[i].until {
+						return
+					}
+					buf[i*31+dom].merge(fl)
+				})
+				out[i] <- f
+			}()
 		}
-		next := month.AddDays(31).Month()
-		for i, ss := range order {
-			for d := max(month, ss.since); d < next && d <= ss.until; d++ {
-				k := matomo.SiteDate{IDSite: ss.site.ID, Date: d}
-				sl := &buf[i*31+int(d-month)]
-				if sl.newestID == 0 {
-					sc.setNoArchive(ss, d) // no done row at all: no archive
-					continue
-				}
-				sc.apply(k, &newestPair{newest: flagOf(k, sl.newestID, sl.newestTS, sl.newestVal),
-					ok: flagOf(k, sl.okID, sl.okTS, sl.okVal)}, true)
+	}()
+	var firstErr error
+	for i := range tables {
+		f := <-out[i]
+		if f.err != nil && firstErr == nil {
+			firstErr = f.err
+			cancel()
+		}
+		if firstErr == nil {
+			sc.settleMonth(f.t.Month, f.buf, order)
+			sc.stats.DoneRows += f.rows
+		}
+		free <- f.buf
+	}
+	return firstErr
+}
+
+// settleMonth records what one month's buffer says about each site-day.
+func (sc *scanCtx) settleMonth(month matomo.Date, buf []slot, order []*siteState) {
+	next := month.AddDays(31).Month()
+	for i, ss := range order {
+		for d := max(month, ss.since); d < next && d <= ss.until; d++ {
+			k := matomo.SiteDate{IDSite: ss.site.ID, Date: d}
+			sl := &buf[i*31+int(d-month)]
+			if sl.newestID == 0 {
+				sc.setNoArchive(ss, d) // no done row at all: no archive
+				continue
 			}
+			sc.apply(k, &newestPair{newest: flagOf(k, sl.newestID, sl.newestTS, sl.newestVal),
+				ok: flagOf(k, sl.okID, sl.okTS, sl.okVal)}, true)
 		}
 	}
-	return nil
 }
 
 func (sc *scanCtx) setNoArchive(ss *siteState, d matomo.Date) {
@@ -543,11 +589,11 @@ func (sc *scanCtx) readTargeted(ctx context.Context) error {
 	for id, ss := range sc.st.sites {
 		for i, v := range ss.days {
 			d := ss.since.AddDays(i)
-			// Incremental scans re-read open days that have an archive:
-			// Matomo changes done values in place (2 -> 1, 1 -> 4)
-			// without a new ts_archived. Days without any archive show
-			// up in readChanged when one is written.
-			if v == dsUnknown || (v == dsOpen && !sc.full && ss.open[d].newest.IDArchive != 0) {
+			// Incremental scans re-read the open days whose done value
+			// Matomo may change in place without a new ts_archived: a
+			// queued day (1 -> 4) and a run's own flag (2 -> 1). New
+			// archives of any other day show up in readChanged.
+			if v == dsUnknown || (v == dsOpen && !sc.full && sc.mayChangeInPlace(id, d, ss.open[d])) {
 				byTable[matomo.TableFor(d)] = append(byTable[matomo.TableFor(d)], matomo.SiteDate{IDSite: id, Date: d})
 			}
 		}
@@ -575,6 +621,17 @@ func (sc *scanCtx) readTargeted(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+func (sc *scanCtx) mayChangeInPlace(id int, d matomo.Date, info *dayInfo) bool {
+	switch {
+	case info.newest.IDArchive == 0:
+		return false
+	case sc.queuedDay(id, d):
+		return true
+	}
+	v := info.newest.Value
+	return v == matomo.DoneError || v == matomo.DonePartial
 }
 
 func (sc *scanCtx) queuedDay(id int, d matomo.Date) bool {
