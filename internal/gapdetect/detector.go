@@ -640,35 +640,61 @@ func (sc *scanCtx) queuedDay(id int, d matomo.Date) bool {
 }
 
 // probe counts raw visits of every open day whose count is not known.
-// Counting (not just testing existence) costs the same index range and
-// gives raw_visits for the report.
+// Consecutive candidate days of a site form one span, and all spans of a
+// site are one multi-range index scan that returns the visits' times; they
+// are counted per site-local day here. Candidates are days without a good
+// archive, so they hold few visits.
 func (sc *scanCtx) probe(ctx context.Context) error {
-	var keys []matomo.SiteDate
-	var probes []matomo.Probe
+	var req []matomo.SiteSpans
+	probed := 0
 	for id, ss := range sc.st.sites {
+		var days []matomo.Date
 		for d, info := range ss.open {
-			if info.rawKnown && !sc.full {
-				continue
+			if !info.rawKnown || sc.full {
+				days = append(days, d)
 			}
-			s, e := matomo.DayBounds(ss.site.Loc, d)
-			keys = append(keys, matomo.SiteDate{IDSite: id, Date: d})
-			probes = append(probes, matomo.Probe{IDSite: id, From: s, To: e})
 		}
+		if len(days) == 0 {
+			continue
+		}
+		slices.Sort(days)
+		probed += len(days)
+		r := matomo.SiteSpans{IDSite: id}
+		for i := 0; i < len(days); {
+			j := i
+			for j+1 < len(days) && days[j+1] == days[j]+1 {
+				j++
+			}
+			from, _ := matomo.DayBounds(ss.site.Loc, days[i])
+			_, to := matomo.DayBounds(ss.site.Loc, days[j])
+			r.Spans = append(r.Spans, matomo.Span{From: from, To: to})
+			i = j + 1
+		}
+		for _, d := range days {
+			ss.open[d].raw, ss.open[d].rawKnown = 0, true
+		}
+		req = append(req, r)
 	}
-	if len(probes) == 0 {
+	if len(req) == 0 {
 		return nil
 	}
-	counts, err := sc.d.db.CountVisits(ctx, probes)
+	slices.SortFunc(req, func(a, b matomo.SiteSpans) int { return a.IDSite - b.IDSite })
+	err := sc.d.db.VisitTimes(ctx, req, func(id int, t time.Time) {
+		ss := sc.st.sites[id]
+		if info := ss.open[matomo.DateOf(t.In(ss.site.Loc))]; info != nil {
+			info.raw++
+		}
+	})
 	if err != nil {
 		return err
 	}
-	sc.stats.Probes += len(probes)
-	for i, k := range keys {
-		ss := sc.st.sites[k.IDSite]
-		info := ss.open[k.Date]
-		info.raw, info.rawKnown = counts[i], true
-		if counts[i] == 0 && info.newest.IDArchive == 0 && !sc.queuedDay(k.IDSite, k.Date) {
-			ss.set(k.Date, dsEmpty)
+	sc.stats.Probes += probed
+	for _, r := range req {
+		ss := sc.st.sites[r.IDSite]
+		for d, info := range ss.open {
+			if info.raw == 0 && info.newest.IDArchive == 0 && !sc.queuedDay(r.IDSite, d) {
+				ss.set(d, dsEmpty)
+			}
 		}
 	}
 	return nil

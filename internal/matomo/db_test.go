@@ -161,6 +161,14 @@ func TestQueryPlans(t *testing.T) {
 	if typ, key := explain(t, e.DB, probe); typ != "range" || key != "index_idsite_datetime" {
 		t.Errorf("probe plan: type=%s key=%s, want range on index_idsite_datetime", typ, key)
 	}
+	spans := db.VisitTimesSQL([]matomo.SiteSpans{{IDSite: 1, Spans: []matomo.Span{{From: s, To: en}, {From: en.Add(48 * time.Hour), To: en.Add(72 * time.Hour)}}}})
+	if typ, key := explain(t, e.DB, spans); typ != "range" || key != "index_idsite_datetime" {
+		t.Errorf("visit-times plan: type=%s key=%s, want range on index_idsite_datetime", typ, key)
+	}
+	var got []time.Time
+	if err := db.VisitTimes(context.Background(), []matomo.SiteSpans{{IDSite: 1, Spans: []matomo.Span{{From: s, To: en}}}}, func(id int, at time.Time) { got = append(got, at) }); err != nil || len(got) != 3 {
+		t.Errorf("visit times: %v %v", got, err)
+	}
 	if typ, key := explain(t, e.DB, db.DoneFlagsSinceSQL("archive_numeric_2026_11", nil), ts("2026-11-27 00:00:00")); typ != "range" || key != "index_period_archived" {
 		t.Errorf("incremental plan: type=%s key=%s, want range on index_period_archived", typ, key)
 	}
