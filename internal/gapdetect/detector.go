@@ -101,8 +101,9 @@ const (
 )
 
 type state struct {
-	watermark time.Time // DB clock at the start of the last read
-	fullAt    time.Time // local clock of the last full read
+	queued    map[matomo.SiteDate]time.Time // queue rows of the last scan
+	watermark time.Time                     // DB clock at the start of the last read
+	fullAt    time.Time                     // local clock of the last full read
 	sites     map[int]*siteState
 }
 
@@ -183,6 +184,10 @@ func (d *Detector) Scan(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	st.watermark = dbNow
+	st.queued = make(map[matomo.SiteDate]time.Time, len(sc.queued))
+	for k, q := range sc.queued {
+		st.queued[k] = q.TSInvalidated
+	}
 	d.state = st
 	res := sc.result()
 	res.Stats.Full = full
@@ -350,7 +355,7 @@ func (sc *scanCtx) readQueue(ctx context.Context, ids []int) error {
 		sc.queued[matomo.SiteDate{IDSite: v.IDSite, Date: v.Date}] = v
 		// Matomo sets done = 4 in place without touching ts_archived:
 		// a queued day must be re-read even if it was settled.
-		if !sc.full && ss.get(v.Date) == dsGood {
+		if !sc.full && ss.get(v.Date) == dsGood && sc.newlyQueued(v) {
 			ss.set(v.Date, dsUnknown)
 		}
 	}
@@ -628,10 +633,19 @@ func (sc *scanCtx) mayChangeInPlace(id int, d matomo.Date, info *dayInfo) bool {
 	case info.newest.IDArchive == 0:
 		return false
 	case sc.queuedDay(id, d):
-		return true
+		// Re-read once after Matomo queued it; afterwards only a new
+		// archive row (readChanged) or a new queue row changes it.
+		return sc.newlyQueued(sc.queued[matomo.SiteDate{IDSite: id, Date: d}])
 	}
 	v := info.newest.Value
 	return v == matomo.DoneError || v == matomo.DonePartial
+}
+
+// newlyQueued: a queue row the previous scan did not see (compared by
+// content, not by clock: ts_invalidated is written with Matomo's clock).
+func (sc *scanCtx) newlyQueued(q matomo.DayInvalidation) bool {
+	prev, ok := sc.st.queued[matomo.SiteDate{IDSite: q.IDSite, Date: q.Date}]
+	return !ok || !prev.Equal(q.TSInvalidated)
 }
 
 func (sc *scanCtx) queuedDay(id int, d matomo.Date) bool {
