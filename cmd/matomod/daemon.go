@@ -434,7 +434,7 @@ func (d *daemon) scanAndRepair(ctx context.Context) {
 	}
 	d.lastScan.Store(res)
 	d.met.GapScanFinished(time.Now(), res.Stats.Duration, res.SitesScanned)
-	d.met.SetGaps(gapSnapshot(res))
+	d.met.SetGaps(metrics.GapSnapshotOf(res))
 	d.logNewGaps(res)
 	d.log.Info("gap scan finished", "event", "gap_scan_finished", "gaps", len(res.Gaps), "repairable", len(res.Repairable()),
 		"collection_gaps", len(res.CollectionGaps), "sites", res.SitesScanned, "full", res.Stats.Full,
@@ -464,7 +464,7 @@ func (d *daemon) scanAndRepair(ctx context.Context) {
 	}
 	if rep.After != nil {
 		d.lastScan.Store(rep.After)
-		d.met.SetGaps(gapSnapshot(rep.After))
+		d.met.SetGaps(metrics.GapSnapshotOf(rep.After))
 	}
 }
 
@@ -505,35 +505,6 @@ func (d *daemon) refreshMatomo(ctx context.Context, db *matomo.DB) {
 	snap.MaintenanceMode = reason == metrics.PausedMaintenanceMode
 	snap.UpdatePending = reason == metrics.PausedUpdatePending
 	d.met.SetMatomo(snap)
-}
-
-func gapSnapshot(r *gapdetect.Result) metrics.GapSnapshot {
-	by := map[int]*metrics.SiteGaps{}
-	get := func(id int) *metrics.SiteGaps {
-		if by[id] == nil {
-			by[id] = &metrics.SiteGaps{IDSite: id, Repairable: map[string]int{}, NotRepairable: map[string]int{}}
-		}
-		return by[id]
-	}
-	for _, g := range r.Gaps {
-		sg := get(g.IDSite)
-		if g.Repairable {
-			sg.Repairable[string(g.Kind)]++
-		} else {
-			sg.NotRepairable[string(g.Kind)]++
-		}
-		if t := g.Date.Time(); sg.Oldest.IsZero() || t.Before(sg.Oldest) {
-			sg.Oldest = t
-		}
-	}
-	for _, c := range r.CollectionGaps {
-		get(c.IDSite).CollectionGaps++
-	}
-	snap := metrics.GapSnapshot{}
-	for _, sg := range by {
-		snap.Sites = append(snap.Sites, *sg)
-	}
-	return snap
 }
 
 // updateStatus keeps systemd's STATUS= line current.

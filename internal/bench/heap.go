@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/matomod/matomod/internal/gapdetect"
 	"github.com/matomod/matomod/internal/metrics"
 )
 
@@ -81,7 +80,7 @@ func (b *bench) heapFigures(ctx context.Context, dir string, rng *rand.Rand) err
 		r.checks = append(r.checks, fmt.Sprintf("%s: matomod found the %d seeded gaps", name, got))
 	}
 
-	snap := gapSnapshot(sum.res)
+	snap := metrics.GapSnapshotOf(sum.res)
 	full, size, err := scrapeMedian(snap, 200)
 	if err != nil {
 		return err
@@ -97,37 +96,6 @@ func (b *bench) heapFigures(ctx context.Context, dir string, rng *rand.Rand) err
 	r.notes = append(r.notes, fmt.Sprintf("%s full scan: %d round trips, %s done rows read, %s probes (detector stats)", name, sum.trips, thousands(int64(sum.doneRow)), thousands(int64(sum.probes))))
 	r.notes = append(r.notes, fmt.Sprintf("/metrics: median of 200 in-process scrapes (promhttp handler, text format, gzip) after 10 warm-ups; response %d KiB gzipped", size/1024))
 	return nil
-}
-
-// gapSnapshot turns a scan into what the daemon hands the metrics package
-// (the same grouping as cmd/matomod).
-func gapSnapshot(r *gapdetect.Result) metrics.GapSnapshot {
-	by := map[int]*metrics.SiteGaps{}
-	get := func(id int) *metrics.SiteGaps {
-		if by[id] == nil {
-			by[id] = &metrics.SiteGaps{IDSite: id, Repairable: map[string]int{}, NotRepairable: map[string]int{}}
-		}
-		return by[id]
-	}
-	for _, g := range r.Gaps {
-		sg := get(g.IDSite)
-		if g.Repairable {
-			sg.Repairable[string(g.Kind)]++
-		} else {
-			sg.NotRepairable[string(g.Kind)]++
-		}
-		if t := g.Date.Time(); sg.Oldest.IsZero() || t.Before(sg.Oldest) {
-			sg.Oldest = t
-		}
-	}
-	for _, c := range r.CollectionGaps {
-		get(c.IDSite).CollectionGaps++
-	}
-	var snap metrics.GapSnapshot
-	for _, sg := range by {
-		snap.Sites = append(snap.Sites, *sg)
-	}
-	return snap
 }
 
 // scrapeMedian serves /metrics from a registry holding snap, as the daemon
