@@ -494,14 +494,13 @@ func (d *daemon) refreshMatomo(ctx context.Context, db *matomo.DB) {
 	if err != nil {
 		return
 	}
-	d.mu.Lock()
-	s := d.s
-	d.mu.Unlock()
 	snap.Version = opts.VersionCore
 	snap.LastCompletedArchiving = opts.LastCompletedFullArchiving
 	snap.Queued, snap.InProgress = b.Queued, b.InProgress
 	snap.OldestQueued, snap.OldestInProgress = b.OldestQueued, b.OldestInProgress
-	reason, _ := pauseReason(ctx, s, db)
+	// The control loop reads the pause state every tick; no need to read
+	// config.ini.php and the options again here.
+	reason := *d.paused.Load()
 	snap.MaintenanceMode = reason == metrics.PausedMaintenanceMode
 	snap.UpdatePending = reason == metrics.PausedUpdatePending
 	d.met.SetMatomo(snap)
