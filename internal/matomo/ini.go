@@ -78,11 +78,6 @@ func ReadConfigINI(dir string) (*INIConfig, error) {
 		DeleteLogsOlderThan: 180,
 		DB:                  DBSettings{Host: "127.0.0.1", Charset: "utf8mb4", TablesPrefix: "matomo_"},
 	}
-	var sources []any
-	global := filepath.Join(dir, "config", "global.ini.php")
-	if _, err := os.Stat(global); err == nil {
-		sources = append(sources, global)
-	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -90,32 +85,45 @@ func ReadConfigINI(dir string) (*INIConfig, error) {
 		}
 		return nil, fmt.Errorf("%s: %w: run matomod as a user that can read it (usually www-data)", path, err)
 	}
-	sources = append(sources, data)
-	f, err := ini.LoadSources(ini.LoadOptions{
-		AllowShadows:              true, // key[] = v arrays
-		UnescapeValueDoubleQuotes: true,
-		IgnoreInlineComment:       false,
-		SpaceBeforeInlineComment:  true,
-		AllowBooleanKeys:          true,
-	}, sources[0], sources[1:]...)
+	own, err := loadINI(path, data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: malformed INI: %s: fix the file (Matomo would fail to read it too)", path, oneLine(err))
-	}
-	own, err := ini.LoadSources(ini.LoadOptions{AllowShadows: true, AllowBooleanKeys: true}, data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: malformed INI: %s: fix the file (Matomo would fail to read it too)", path, oneLine(err))
+		return nil, err
 	}
 	if !own.HasSection("database") {
 		return nil, fmt.Errorf("%s: no [database] section: finish Matomo's installer first, or set database: in matomod.yml", path)
 	}
-	db := f.Section("database")
+	// Matomo merges config.ini.php over global.ini.php key by key: a key
+	// present in config.ini.php wins, an absent one keeps global's value.
+	// global.ini.php ships every [database] key with an empty value, so
+	// the two files must never be read as one (the first value would win).
+	var global *ini.File
+	gpath := filepath.Join(dir, "config", "global.ini.php")
+	if gdata, err := os.ReadFile(gpath); err == nil {
+		if global, err = loadINI(gpath, gdata); err != nil {
+			return nil, err
+		}
+	}
+	get := func(section, key string) (string, bool) {
+		for _, f := range []*ini.File{own, global} {
+			if f == nil || !f.HasSection(section) {
+				continue
+			}
+			if s := f.Section(section); s.HasKey(key) {
+				return unquote(s.Key(key).String()), true
+			}
+		}
+		return "", false
+	}
 	str := func(k, def string) string {
-		if db.HasKey(k) {
-			return unquote(db.Key(k).String())
+		if v, ok := get("database", k); ok {
+			return v
 		}
 		return def
 	}
-	c.DB.Host = str("host", c.DB.Host)
+	// An empty host (global.ini.php's value) means Matomo's default too.
+	if h := str("host", ""); h != "" {
+		c.DB.Host = h
+	}
 	c.DB.User = str("username", "")
 	c.DB.Password = Secret(str("password", ""))
 	c.DB.DBName = str("dbname", "")
@@ -143,24 +151,44 @@ func ReadConfigINI(dir string) (*INIConfig, error) {
 	if err := ValidatePrefix(c.DB.TablesPrefix); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if f.HasSection("General") {
-		c.MaintenanceMode = truthy(unquote(f.Section("General").Key("maintenance_mode").String()))
+	if v, ok := get("General", "maintenance_mode"); ok {
+		c.MaintenanceMode = truthy(v)
 	}
-	if f.HasSection("Tracker") && f.Section("Tracker").HasKey("record_statistics") {
-		c.RecordStatistics = truthy(unquote(f.Section("Tracker").Key("record_statistics").String()))
+	if v, ok := get("Tracker", "record_statistics"); ok {
+		c.RecordStatistics = truthy(v)
 	}
-	if f.HasSection("Deletelogs") {
-		s := f.Section("Deletelogs")
-		if s.HasKey("delete_logs_enable") {
-			c.DeleteLogsEnable = truthy(unquote(s.Key("delete_logs_enable").String()))
-		}
-		if s.HasKey("delete_logs_older_than") {
-			if n, err := strconv.Atoi(unquote(s.Key("delete_logs_older_than").String())); err == nil && n > 0 {
-				c.DeleteLogsOlderThan = n
-			}
+	if v, ok := get("Deletelogs", "delete_logs_enable"); ok {
+		c.DeleteLogsEnable = truthy(v)
+	}
+	if v, ok := get("Deletelogs", "delete_logs_older_than"); ok {
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			c.DeleteLogsOlderThan = n
 		}
 	}
 	return c, nil
+}
+
+// loadINI parses one of Matomo's INI files. A parse error never quotes the
+// file's text, which may hold the database password: it names the line
+// and the key instead.
+func loadINI(path string, data []byte) (*ini.File, error) {
+	opts := ini.LoadOptions{
+		AllowShadows:              true, // key[] = v arrays
+		UnescapeValueDoubleQuotes: true,
+		SpaceBeforeInlineComment:  true,
+		AllowBooleanKeys:          true,
+	}
+	f, err := ini.LoadSources(opts, data)
+	if err == nil {
+		return f, nil
+	}
+	for i, line := range strings.Split(string(data), "\n") {
+		if _, lerr := ini.LoadSources(opts, []byte(line)); lerr != nil {
+			key, _, _ := strings.Cut(strings.TrimSpace(line), "=")
+			return nil, fmt.Errorf("%s: malformed INI at line %d (key %q; value not shown): fix its quoting (Matomo would fail to read it too)", path, i+1, strings.TrimSpace(key))
+		}
+	}
+	return nil, fmt.Errorf("%s: malformed INI (details not shown, they may quote a password): fix the file (Matomo would fail to read it too)", path)
 }
 
 func unquote(s string) string {

@@ -114,3 +114,97 @@ func TestCodeVersion(t *testing.T) {
 		t.Fatal("missing Version.php accepted")
 	}
 }
+
+// globalINI is the shape of the global.ini.php every Matomo ships: every
+// [database] key present and empty, defaults for the flags matomod reads.
+const globalINI = `; <?php exit; ?> DO NOT REMOVE THIS LINE
+[database]
+host =
+username =
+password =
+dbname =
+tables_prefix =
+port = 3306
+adapter = PDO\MYSQL
+type = InnoDB
+schema = Mysql
+charset = utf8
+
+[General]
+maintenance_mode = 0
+
+[Tracker]
+record_statistics = 1
+
+[Deletelogs]
+delete_logs_enable = 0
+delete_logs_older_than = 180
+`
+
+// Regression: global.ini.php's empty keys shadowed config.ini.php's, so
+// matomod read an empty database name and missed maintenance mode on every
+// real install.
+func TestReadConfigINIOverGlobalKeyByKey(t *testing.T) {
+	dir := writeINI(t, `; <?php exit; ?> DO NOT REMOVE THIS LINE
+[database]
+host = "127.0.0.1"
+username = "matomo"
+password = "pw"
+dbname = "matomo_db"
+tables_prefix = "matomo_"
+
+[General]
+maintenance_mode = 1
+
+[Tracker]
+record_statistics = 0
+
+[Deletelogs]
+delete_logs_enable = 1
+`)
+	if err := os.WriteFile(filepath.Join(dir, "config", "global.ini.php"), []byte(globalINI), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := ReadConfigINI(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := c.DB
+	if db.Host != "127.0.0.1" || db.User != "matomo" || string(db.Password) != "pw" || db.DBName != "matomo_db" || db.TablesPrefix != "matomo_" {
+		t.Errorf("database: %+v (global.ini.php's empty keys must not win)", db)
+	}
+	if db.Port != 3306 || db.Charset != "utf8" {
+		t.Errorf("keys absent from config.ini.php keep global's value: port %d charset %q", db.Port, db.Charset)
+	}
+	if !c.MaintenanceMode || c.RecordStatistics || !c.DeleteLogsEnable || c.DeleteLogsOlderThan != 180 {
+		t.Errorf("flags: maintenance %v record %v delete %v/%d", c.MaintenanceMode, c.RecordStatistics, c.DeleteLogsEnable, c.DeleteLogsOlderThan)
+	}
+
+	// Only global.ini.php says maintenance_mode: its value holds.
+	dir2 := writeINI(t, "; <?php exit; ?>\n[database]\ndbname = m\n")
+	os.WriteFile(filepath.Join(dir2, "config", "global.ini.php"), []byte(strings.Replace(globalINI, "maintenance_mode = 0", "maintenance_mode = 1", 1)), 0o644)
+	if c, err := ReadConfigINI(dir2); err != nil || !c.MaintenanceMode || c.DB.Host != "127.0.0.1" {
+		t.Errorf("global-only value: %+v, %v", c, err)
+	}
+}
+
+// Regression: a malformed password line was echoed in the error
+// ("missing closing key quote from \"`Secret…").
+func TestReadConfigINIErrorHidesValues(t *testing.T) {
+	for _, body := range []string{
+		"; <?php exit; ?>\n[database]\nhost = x\npassword = `Secret\n",
+		"; <?php exit; ?>\n[database]\nhost = x\n\"password = Secret\n",
+	} {
+		_, err := ReadConfigINI(writeINI(t, body))
+		if err == nil {
+			t.Errorf("%q accepted", body)
+			continue
+		}
+		if strings.Contains(err.Error(), "Secret") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("error shows the value or spans lines: %v", err)
+		}
+		if !strings.Contains(err.Error(), "malformed INI") {
+			t.Errorf("error does not say what is wrong: %v", err)
+		}
+	}
+}

@@ -159,10 +159,10 @@ func (s *Server) Track(ctx context.Context, token string, visits []Visit) error 
 			id := fmt.Sprintf("%016x", uint64(v.At.UnixNano())^uint64(n)<<20^uint64(v.IDSite))
 			q := url.Values{
 				"idsite": {strconv.Itoa(v.IDSite)}, "rec": {"1"}, "new_visit": {"1"},
-				"url":  {fmt.Sprintf("http://site%d.example.org/page%d", v.IDSite, n%7)},
-				"_id":  {id}, "cid": {id}, "cdt": {strconv.FormatInt(v.At.Unix(), 10)},
-				"cip":  {fmt.Sprintf("10.%d.%d.%d", v.IDSite, (n/250)%250, n%250+1)},
-				"ua":   {"Mozilla/5.0 (X11; Linux x86_64) matomod-test"},
+				"url": {fmt.Sprintf("http://site%d.example.org/page%d", v.IDSite, n%7)},
+				"_id": {id}, "cid": {id}, "cdt": {strconv.FormatInt(v.At.Unix(), 10)},
+				"cip":        {fmt.Sprintf("10.%d.%d.%d", v.IDSite, (n/250)%250, n%250+1)},
+				"ua":         {"Mozilla/5.0 (X11; Linux x86_64) matomod-test"},
 				"send_image": {"0"},
 			}
 			reqs = append(reqs, "?"+q.Encode())
