@@ -90,7 +90,7 @@ type Result struct {
 	Killed     bool   // the group needed SIGKILL after kill_grace
 
 	Summary           bool // core:archive printed its `done: N req, T ms, …` line
-	ArchivesProcessed int  // `Processed N archives.`
+	ArchivesProcessed int  // `Processed N archives.`, or the Archived lines seen when the run ended before it
 	Requests          int  // `done: N req`
 	Errors            int  // `done: …, k errors`
 	ErrorLines        int  // lines at error level (ERROR/CRITICAL, Uncaught exception, PHP fatal)

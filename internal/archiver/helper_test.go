@@ -67,6 +67,9 @@ func helperMain(behaviour string) int {
 		}
 		pid := spawnGrandchild(behaviour != "hang")
 		fmt.Fprintf(out, "grandchild %d\n", pid)
+		for d := 20; d < 23; d++ {
+			fmt.Fprintf(out, "INFO      [12:00:00] 1  Archived website id 1, period = day, date = 2026-11-%d, segment = '', 5 visits found. Time elapsed: 0.4s\n", d)
+		}
 		fmt.Fprintln(out, "ready")
 		if behaviour == "exit-orphan" {
 			return 0

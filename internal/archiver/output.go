@@ -123,6 +123,8 @@ type parser struct {
 	stoppedBy  string // "Archiving will stop now because …" other than the skip reasons
 	lastStderr string
 	tail       []string
+	// processedLine: the run printed `Processed N archives.`
+	processedLine bool
 }
 
 func newParser(res *Result) *parser {
@@ -214,6 +216,7 @@ func (p *parser) parse(msg string) {
 	case strings.HasPrefix(msg, "Processed "):
 		if m := processedRE.FindStringSubmatch(msg); m != nil {
 			r.ArchivesProcessed, _ = strconv.Atoi(m[1])
+			p.processedLine = true
 		}
 	case strings.HasPrefix(msg, "done: "):
 		if m := doneRE.FindStringSubmatch(msg); m != nil {
@@ -255,6 +258,11 @@ func dateList(s string) []string {
 // finish copies what only makes sense at the end into the Result.
 func (p *parser) finish() {
 	p.res.Tail = p.tail
+	// A run stopped before its summary (timeout, SIGTERM) still archived
+	// what it printed: count those lines rather than report 0.
+	if !p.processedLine {
+		p.res.ArchivesProcessed = p.res.ArchivedCount
+	}
 	if len(p.warning) > 0 {
 		p.res.LogDeletionWarning = strings.Join(p.warning, "\n")
 	}

@@ -221,6 +221,11 @@ func TestRunTimeoutKillsGroupIgnoringSIGTERM(t *testing.T) {
 	if !strings.Contains(r.Err.Error(), "then SIGKILL after kill_grace") {
 		t.Errorf("err %v", r.Err)
 	}
+	// Regression: a run stopped at run_timeout reported archives=0 after
+	// it had printed three "Archived website" lines.
+	if r.ArchivesProcessed != 3 {
+		t.Errorf("archives %d, want the 3 Archived lines it printed", r.ArchivesProcessed)
+	}
 	var signals []string
 	for _, rec := range sink.records() {
 		if s := rec.str("signal"); s != "" {
@@ -240,6 +245,9 @@ func TestRunCancelStopsGroupWithSIGTERM(t *testing.T) {
 	ctx := cancelOnLine(t, sink, "ready")
 	r := c.Run(ctx, RunOptions{KillGrace: time.Minute}, "test:hang")
 	requireGone(t, grandchildPID(t, r))
+	if r.ArchivesProcessed != 3 {
+		t.Errorf("a canceled run reported %d archives, want the 3 Archived lines it printed", r.ArchivesProcessed)
+	}
 	if r.Outcome != OutcomeFailure || r.Killed || r.ExitCode != -1 || !errors.Is(r.Err, context.Canceled) {
 		t.Fatalf("got %s killed=%v exit %d: %v", r.Outcome, r.Killed, r.ExitCode, r.Err)
 	}
