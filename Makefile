@@ -11,14 +11,22 @@ BUILD_DATE ?= $(shell date -u +%Y%m%d-%H:%M:%S)
 VPKG := github.com/prometheus/common/version
 LDFLAGS := -s -w -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) -X $(VPKG).Branch=$(BRANCH) -X $(VPKG).BuildDate=$(BUILD_DATE)
 
-.PHONY: build test lint demo bench bench-large deb deb-test ensure-db clean
+.PHONY: build test lint demo bench bench-large deb deb-test ensure-db real-matomo clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/matomod ./cmd/matomod
 
-# The test command of README and .ci/run.
-test: ensure-db lint
-	$(GO) test -race -count=1 -timeout 20m ./...
+# The test command of README and .ci/run. The real-Matomo template
+# (PHP + the release in ../shared/matomo or $$MATOMOD_MATOMO_TARBALL) is built
+# once first; the test packages share it.
+test: ensure-db real-matomo lint
+	$(GO) test -race -count=1 -timeout 25m ./...
+
+# Installs PHP when missing and builds the real Matomo 5 install the
+# end-to-end tests copy (cached per day and release).
+real-matomo: ensure-db
+	@./scripts/ensure-php.sh
+	$(GO) run ./internal/realmatomo/prepare
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -11,23 +11,14 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/matomod/matomod/internal/matomotest"
 )
 
-// fixturesDir is Matomo's captured console output in /work/shared, next to
-// the repository; it is not part of the repository.
+// fixturesDir is Matomo's captured console output (testdata/fixtures).
 func fixturesDir(t *testing.T) string {
 	t.Helper()
-	dir, err := filepath.Abs(filepath.Join("..", "..", "..", "shared", "fixtures", "console"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(dir); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("Matomo console fixtures missing at %s (CI=true, so not skipping): %v", dir, err)
-		}
-		t.Skipf("Matomo console fixtures not found at %s (%v): they live in /work/shared next to the repository", dir, err)
-	}
-	return dir
+	return filepath.Join(matomotest.Fixtures(t), "console")
 }
 
 type fixture struct {

@@ -168,13 +168,23 @@ func (e *Env) Exec(q string, args ...any) {
 }
 
 // WriteMatomoDir writes config/config.ini.php (with extra lines appended
-// verbatim, e.g. "[General]\nmaintenance_mode = 1"), core/Version.php, a
-// console file and tmp/.
+// verbatim, e.g. "[General]\nmaintenance_mode = 1") over the release's own
+// config/global.ini.php, core/Version.php, a console file and tmp/.
 func (e *Env) WriteMatomoDir(extra []string) error {
 	for _, d := range []string{"config", "core", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(e.Dir, d), 0o755); err != nil {
 			return err
 		}
+	}
+	// Every real install has global.ini.php, with every [database] key
+	// present and empty: without it here, no test would see what matomod
+	// reads on a real install.
+	global, err := os.ReadFile(GlobalINI())
+	if err != nil {
+		return fmt.Errorf("the release's global.ini.php (testdata/matomo): %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(e.Dir, "config", "global.ini.php"), global, 0o644); err != nil {
+		return err
 	}
 	var b strings.Builder
 	b.WriteString("; <?php exit; ?> DO NOT REMOVE THIS LINE\n")

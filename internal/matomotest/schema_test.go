@@ -1,9 +1,11 @@
 package matomotest
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -83,4 +85,33 @@ func describe(t *testing.T, db *sql.DB, table string) string {
 	}
 	rows.Close()
 	return b.String()
+}
+
+// testdata/fixtures is a copy of ../shared/fixtures, the source; when both
+// are here they must agree (scripts/sync-fixtures.sh copies them again).
+func TestFixturesMatchShared(t *testing.T) {
+	shared := SharedDir()
+	if shared == "" {
+		t.Skip("../shared is not beside this clone: nothing to compare with")
+	}
+	src := filepath.Join(shared, "fixtures")
+	dst := Fixtures(t)
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() == ".keep" {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		want, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		got, err := os.ReadFile(filepath.Join(dst, rel))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("testdata/fixtures/%s differs from ../shared/fixtures: run scripts/sync-fixtures.sh", rel)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

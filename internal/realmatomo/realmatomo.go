@@ -195,12 +195,48 @@ func Get(ctx context.Context, logf func(string, ...any)) (*Template, error) {
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, err
 	}
+	pruneOld(ctx, root, key)
 	logf("real Matomo: building the template install in %s (once per day and release)", dir)
 	t, err := build(ctx, dir, "matomod_rm_"+strings.ReplaceAll(key, "-", "_"), now, logf)
 	if err != nil {
 		return nil, fmt.Errorf("building the real Matomo template: %w", err)
 	}
 	return t, nil
+}
+
+// pruneOld removes the templates of other days and releases: their
+// directories and databases.
+func pruneOld(ctx context.Context, root, keep string) {
+	entries, _ := os.ReadDir(root)
+	for _, e := range entries {
+		if e.IsDir() && e.Name() != keep {
+			os.RemoveAll(filepath.Join(root, e.Name()))
+		}
+	}
+	_, cfg, err := adminConfig()
+	if err != nil {
+		return
+	}
+	db, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		return
+	}
+	defer db.Close()
+	rows, err := db.QueryContext(ctx, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'matomod\\_rm\\_%'")
+	if err != nil {
+		return
+	}
+	var old []string
+	for rows.Next() {
+		var n string
+		if rows.Scan(&n) == nil && n != "matomod_rm_"+strings.ReplaceAll(keep, "-", "_") {
+			old = append(old, n)
+		}
+	}
+	rows.Close()
+	for _, n := range old {
+		db.ExecContext(ctx, "DROP DATABASE IF EXISTS `"+n+"`")
+	}
 }
 
 // load accepts a cached template whose manifest and database both exist.
