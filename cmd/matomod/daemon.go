@@ -220,7 +220,7 @@ func (d *daemon) step(ctx context.Context) {
 		}
 		return
 	}
-	if err := d.lock.Check(ctx, tick); err != nil {
+	if err := d.lock.Check(ctx); err != nil {
 		d.loseLeadership(err.Error())
 	}
 }
