@@ -209,7 +209,7 @@ func TestDaemonSchedulesScansAndRepairs(t *testing.T) {
 	if n := e.Count("SELECT COUNT(*) FROM {p}"+"archive_numeric_"+day(5).Format("2006_01")+" WHERE idsite = 1 AND period = 1 AND name = 'done' AND value = 1 AND date1 = ?", day(5).Format("2006-01-02")); n != 1 {
 		t.Errorf("day -5 has %d good archives after repair", n)
 	}
-	if code, body := r.get("/metrics"); code != 200 || !strings.Contains(body, `matomod_archive_runs_total{result="success"}`) ||
+	if code, body := r.get("/metrics"); code != 200 || !strings.Contains(body, `matomod_archive_runs_total{result="success",role="leader"}`) ||
 		!strings.Contains(body, "matomod_leader 1") || !strings.Contains(body, `matomod_repairs_total{result="repaired"} 2`) {
 		t.Errorf("/metrics: %d\n%s", code, grepLines(body, "matomod_archive_runs_total", "matomod_leader", "matomod_repairs_total"))
 	}
