@@ -178,6 +178,11 @@ type Daemon struct {
 	sched    atomic.Pointer[scheduler.Scheduler]
 	lastScan atomic.Pointer[gapdetect.Result]
 
+	// busy is held by this daemon's scheduled run or repair: a run waits
+	// for a repair in progress instead of skipping its slot, a repair skips
+	// while a run goes. Others' runs are kept out by the archive lock.
+	busy chan struct{}
+
 	// Owned by the scan goroutine of the current leader term.
 	reported map[matomo.SiteDate]gapdetect.Kind
 	tried    map[matomo.SiteDate]attempt
@@ -212,6 +217,7 @@ func (d *Daemon) defaults() {
 	d.reported = map[matomo.SiteDate]gapdetect.Kind{}
 	d.tried = map[matomo.SiteDate]attempt{}
 	d.paused.Store(new(string))
+	d.busy = make(chan struct{}, 1)
 }
 
 // Alive is what /healthz reports: the control loop ticked recently and the
@@ -392,6 +398,9 @@ func (d *Daemon) Run(ctx context.Context, env *Env, reload <-chan struct{}, fata
 		case res := <-loadDone:
 			loading = false
 			cur := d.env.Load()
+			if shutting && res.err == nil {
+				res.err = errors.New("stopping")
+			}
 			if res.err != nil {
 				d.Metrics.ConfigReloaded(false, d.now())
 				d.Log.Error("config reload failed: keeping the old configuration", "event", "config_reload_failed", "err", res.err)
@@ -726,6 +735,14 @@ func (d *Daemon) archiveJob(t *term) scheduler.Job {
 		if reason := *d.paused.Load(); reason != "" {
 			d.Metrics.RunFinished(metrics.RunSkippedPaused, time.Now(), 0, -1)
 			d.Log.Info("archive run skipped: archiving is paused", "event", "run_skipped", "reason", reason)
+			return scheduler.Skipped
+		}
+		select {
+		case d.busy <- struct{}{}:
+			defer func() { <-d.busy }()
+		case <-t.kill.Done():
+			return scheduler.Skipped
+		case <-ctx.Done():
 			return scheduler.Skipped
 		}
 		lctx, cancel := context.WithTimeout(ctx, d.PingTimeout)

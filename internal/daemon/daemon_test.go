@@ -414,3 +414,24 @@ func TestWatchdogOnlyWhileAlive(t *testing.T) {
 		h.stop()
 	})
 }
+
+// The daemon's own repair and its scheduled run never overlap, and the run
+// due during a repair waits for it rather than losing its slot.
+func TestScheduledRunWaitsForOwnRepair(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, settings(t))
+		h.rep.took = 90 * time.Second
+		h.det.gaps = []gapdetect.Gap{{IDSite: 1, Date: 20000, Kind: gapdetect.Missing, RawVisits: 1, Repairable: true}}
+		h.start()
+		time.Sleep(75 * time.Second)
+		if h.con.started.Load() != 0 {
+			t.Error("core:archive started during a repair")
+		}
+		time.Sleep(30 * time.Second)
+		if h.con.started.Load() != 1 || len(h.logs.events("run_skipped")) != 0 {
+			t.Errorf("runs started %d, skipped %d: the run due during the repair must follow it",
+				h.con.started.Load(), len(h.logs.events("run_skipped")))
+		}
+		h.stop()
+	})
+}

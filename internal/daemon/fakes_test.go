@@ -170,10 +170,12 @@ func (d *fakeDetector) SetLastArchiveRun(time.Time) {}
 // fakeRepairer fails every repairable day, as Matomo refusing it would.
 type fakeRepairer struct {
 	mu    sync.Mutex
+	took  time.Duration
 	tried map[matomo.SiteDate]int
 }
 
 func (r *fakeRepairer) Repair(ctx context.Context, gaps []gapdetect.Gap) (*repair.Report, error) {
+	time.Sleep(r.took)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rep := &repair.Report{Counts: map[string]int{}}

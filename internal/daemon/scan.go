@@ -77,6 +77,12 @@ func (d *Daemon) scanAndRepair(t *term) {
 		d.countUnrepaired(res.Gaps)
 		return
 	}
+	select {
+	case d.busy <- struct{}{}:
+		defer func() { <-d.busy }()
+	default: // an archive run is going on: repair after it
+		return
+	}
 	lctx, cancel := context.WithTimeout(ctx, d.PingTimeout)
 	lock, err := env.Locks.Archive(lctx)
 	cancel()
