@@ -320,7 +320,7 @@ func (d *Daemon) Run(ctx context.Context, env *Env, reload <-chan struct{}, fata
 		shutting       bool
 		lastPauseErr   string
 		checkDone      = make(chan checkResult, 1)
-		lockDone       = make(chan lockResult, 1)
+		lockDone       = make(chan lockResult, 4) // a stopped term's check may still answer
 		loadDone       = make(chan loadResult, 1)
 		swapDone       = make(chan swapResult, 1)
 		termDone       = make(chan *term, 4)
@@ -446,7 +446,7 @@ func (d *Daemon) Run(ctx context.Context, env *Env, reload <-chan struct{}, fata
 				if shutting || leader != nil {
 					res.lock.Release()
 				} else {
-					leader = d.lead(res.lock, termDone)
+					leader = d.lead(res.lock)
 				}
 			}
 			if !d.ready.Load() {
@@ -643,7 +643,7 @@ func (d *Daemon) applyCheck(r checkResult) {
 }
 
 // lead starts a leader term: the scheduler and the scan loop.
-func (d *Daemon) lead(lock Lock, termDone chan<- *term) *term {
+func (d *Daemon) lead(lock Lock) *term {
 	env := d.env.Load()
 	t := newTerm(RoleLeader, lock)
 	sch, err := d.newScheduler(env.Settings.Schedule, t)
