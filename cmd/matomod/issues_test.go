@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"fmt"
 	"log"
-	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -221,10 +219,9 @@ func TestCheckValidatesLikeRun(t *testing.T) {
 	}
 }
 
-// Issue 12: the MySQL driver's own lines bypassed the log format.
-func TestMySQLDriverLinesUseTheLogger(t *testing.T) {
-	var buf logBuf
-	mysql.SetLogger(mysqlLogger{slog.New(slog.NewJSONHandler(&buf, nil))})
+// Issue 12: the MySQL driver's own lines ("[mysql] … unexpected EOF")
+// bypassed the log format.
+func TestMySQLDriverLinesUseTheLogFormat(t *testing.T) {
 	t.Cleanup(func() { mysql.SetLogger(log.New(os.Stderr, "[mysql] ", log.Ldate|log.Ltime|log.Lshortfile)) })
 	// A "server" that hangs up during the handshake: the driver logs it.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -241,16 +238,23 @@ func TestMySQLDriverLinesUseTheLogger(t *testing.T) {
 			c.Close()
 		}
 	}()
-	s := matomotest.New(t).Settings
-	s.Host, s.Port, s.Socket = "127.0.0.1", ln.Addr().(*net.TCPAddr).Port, ""
-	db, err := matomo.Open(s, matomo.DBOptions{})
-	if err != nil {
-		t.Fatal(err)
+	e := matomotest.New(t)
+	e.Settings.Host, e.Settings.Port = "127.0.0.1", ln.Addr().(*net.TCPAddr).Port
+	e.SetINI()
+	code, _, errOut := cli(t, "--config.file="+writeConfig(t, e, ""), "--log.format=json", "gaps")
+	if code != exitError {
+		t.Errorf("gaps against a server that hangs up: exit %d", code)
 	}
-	defer db.Close()
-	db.Ping(t.Context())
-	ev := buf.events("mysql_driver")
-	if len(ev) == 0 || !strings.Contains(fmt.Sprint(ev[0]["msg"]), "EOF") {
-		t.Errorf("driver lines: %q", buf.String())
+	var driver []string
+	for _, l := range strings.Split(errOut, "\n") {
+		if strings.Contains(l, "EOF") && !strings.Contains(l, `"level"`) {
+			t.Errorf("driver line outside the log format: %q", l)
+		}
+		if strings.Contains(l, `"event":"mysql_driver"`) {
+			driver = append(driver, l)
+		}
+	}
+	if len(driver) == 0 {
+		t.Errorf("no mysql_driver record in:\n%s", errOut)
 	}
 }
