@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"log"
 	"net"
 	"os"
@@ -216,6 +217,33 @@ func TestCheckValidatesLikeRun(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Issue 12: a reload accepted a config whose database does not answer and
+// dropped the working one.
+func TestReloadRefusesUnreachableDatabase(t *testing.T) {
+	e := newSite(t)
+	cfg := writeConfig(t, e, noRepair)
+	r := startDaemon(t, cfg, "")
+	waitFor(t, "leader", 20*time.Second, func() bool { return len(r.logs.events("leader_acquired")) == 1 })
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := dead.Addr().(*net.TCPAddr).Port
+	dead.Close()
+	good, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, append(good, []byte(fmt.Sprintf("database:\n  host: 127.0.0.1\n  port: %d\n", port))...), 0o644)
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	waitFor(t, "config_reload_failed", 20*time.Second, func() bool { return len(r.logs.events("config_reload_failed")) == 1 })
+	if err := fmt.Sprint(r.logs.events("config_reload_failed")[0]["err"]); !strings.Contains(err, "does not answer") {
+		t.Errorf("reload error: %s", err)
+	}
+	n := len(r.logs.events("run_finished"))
+	waitFor(t, "runs going on with the old database", 10*time.Second, func() bool { return len(r.logs.events("run_finished")) > n })
+	if len(r.logs.events("leader_lost"))+len(r.logs.events("db_down")) != 0 {
+		t.Error("the refused reload cost leadership or the database")
 	}
 }
 

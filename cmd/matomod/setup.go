@@ -152,13 +152,6 @@ func parseDateFlag(name, v string) (matomo.Date, error) {
 	return d, nil
 }
 
-func since(t time.Time, now time.Time) string {
-	if t.IsZero() {
-		return "never"
-	}
-	return now.Sub(t).Round(time.Second).String() + " ago"
-}
-
 // archiveLock takes the lock every core:archive matomod starts is run
 // under, waiting up to wait; busy errors name the holder and the fix.
 func archiveLock(ctx context.Context, db *matomo.DB, wait time.Duration) (*matomo.Lock, error) {
