@@ -229,3 +229,23 @@ func TestRepairBound(t *testing.T) {
 		t.Fatalf("bounded: %+v deferred %d", rep.Days, rep.Deferred)
 	}
 }
+
+// Issue 11: a repair Matomo refuses is recorded with Matomo's reason.
+func TestRepairRefusedKeepsMatomoReason(t *testing.T) {
+	e := seed(t)
+	e.SetOption("delete_logs_enable", "1").SetOption("delete_logs_older_than", "10")
+	r, det, _ := setup(t, e, false)
+	r.Opt.Force = true
+	rep, err := r.RepairDays(context.Background(), det, 1, matomo.DateOf(day(17)), matomo.DateOf(day(16)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Counts[FailedResult] == 0 {
+		t.Fatalf("want refused days, got %+v", rep.Days)
+	}
+	for _, d := range rep.Days {
+		if d.Result == FailedResult && !strings.Contains(d.Reason, "Matomo: the last day with logs is") {
+			t.Errorf("reason without Matomo's words: %q", d.Reason)
+		}
+	}
+}
