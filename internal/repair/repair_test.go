@@ -48,7 +48,10 @@ func setup(t *testing.T, e *matomotest.Env, dry bool, knobs ...string) (*Repaire
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	det := gapdetect.New(db, gapdetect.Options{})
+	// Noon UTC: at any real hour, "yesterday" is day(1) for both sites (in
+	// UTC+5.5 the local day turns at 18:30 UTC, and the seed counted on it).
+	noon := func() time.Time { return time.Now().UTC().Truncate(24 * time.Hour).Add(12 * time.Hour) }
+	det := gapdetect.New(db, gapdetect.Options{Now: noon})
 	var opts []string
 	for _, k := range knobs {
 		opts = append(opts, "-d", k)
