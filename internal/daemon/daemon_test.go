@@ -68,9 +68,13 @@ func TestReloadDuringLongRunKeepsRunAndWatchdog(t *testing.T) {
 		if h.con.cancelled.Load() != 0 || h.con.finished.Load() != 1 {
 			t.Errorf("run cancelled %d, finished %d: a reload must not stop a run", h.con.cancelled.Load(), h.con.finished.Load())
 		}
-		applied := h.logs.events("schedule_applied")
-		if len(applied) != 1 {
-			t.Fatalf("schedule_applied: %v", applied)
+		applied, ended := h.logs.events("schedule_applied"), h.logs.events("run_finished")
+		at := func(ev map[string]any) time.Time {
+			t, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(ev["time"]))
+			return t
+		}
+		if len(applied) != 1 || len(ended) != 1 || at(applied[0]).Before(at(ended[0])) {
+			t.Fatalf("the new schedule must apply at the end of the run: schedule_applied %v, run_finished %v", applied, ended)
 		}
 		if err, _ := h.stop(); err != nil {
 			t.Errorf("Run: %v", err)
