@@ -56,12 +56,18 @@ func runDaemon(ctx context.Context, g *globals, log *slog.Logger) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	reload := make(chan struct{})
-	go func() {
-		for range hup {
+	reload, done := make(chan struct{}), make(chan struct{})
+	defer close(done)
+	go func() { // signal.Stop never closes hup: end on done
+		for {
+			select {
+			case <-hup:
+			case <-done:
+				return
+			}
 			select {
 			case reload <- struct{}{}:
-			case <-ctx.Done():
+			case <-done:
 				return
 			}
 		}
