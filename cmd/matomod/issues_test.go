@@ -114,7 +114,7 @@ func TestManualArchiveWaitsForDaemonRun(t *testing.T) {
 	r := startDaemon(t, cfg, "")
 	waitFor(t, "a run in progress", 20*time.Second, func() bool { return len(r.logs.events("run_started")) >= 1 })
 	code, out, _ := cli(t, "--config.file="+cfg, "archive")
-	if code != exitSkipped || !strings.Contains(out, "is held by connection") || !strings.Contains(out, "--lock.wait") {
+	if code != exitSkipped || !strings.Contains(out, "held by another connection: connection") || !strings.Contains(out, "--lock.wait") {
 		t.Errorf("archive while the daemon archives (%d): %s", code, out)
 	}
 	code, out, _ = cli(t, "--config.file="+cfg, "archive", "--lock.wait=20s")
@@ -145,7 +145,7 @@ func TestConcurrentRepairsTakeTurns(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, errOut := cli(t, "--config.file="+cfg, "repair")
-	if code != exitSkipped || !strings.Contains(errOut, "is held by connection") {
+	if code != exitSkipped || !strings.Contains(errOut, "held by another connection: connection") {
 		t.Errorf("repair while another holds the archive lock (%d): %s", code, errOut)
 	}
 	if n := e.Count("SELECT COUNT(*) FROM {p}archive_invalidations"); n != 0 {

@@ -88,7 +88,7 @@ func (f *fakeDB) Leader(ctx context.Context) (Lock, error) {
 		return nil, errors.New("database m unreachable")
 	}
 	if f.leaderBy != "" || (f.leader != nil && !f.leader.lost.Load() && !f.leader.released.Load()) {
-		return nil, fmt.Errorf("%w: held by %s", matomo.ErrLockBusy, f.leaderBy)
+		return nil, fmt.Errorf("lock matomod:m:leader is %w: %s", matomo.ErrLockBusy, f.leaderBy)
 	}
 	f.leader = &fakeLock{}
 	return f.leader, nil
@@ -98,7 +98,7 @@ func (f *fakeDB) Archive(ctx context.Context) (Lock, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.archiveBy != "" || f.archiving > 0 {
-		return nil, fmt.Errorf("%w: lock matomod:m:archive is held by connection 7 (%s)", matomo.ErrLockBusy, f.archiveBy)
+		return nil, fmt.Errorf("lock matomod:m:archive is %w: connection 7 (%s)", matomo.ErrLockBusy, f.archiveBy)
 	}
 	f.archiving++
 	return &fakeLock{release: func() { f.set(func(f *fakeDB) { f.archiving-- }) }}, nil

@@ -44,7 +44,7 @@ func (d *DB) LeaderLockName() string { return d.lockName("leader") }
 func (d *DB) ArchiveLockName() string { return d.lockName("archive") }
 
 // ErrLockBusy means another connection holds the lock.
-var ErrLockBusy = errors.New("lock is held by another connection")
+var ErrLockBusy = errors.New("held by another connection")
 
 // TryLock takes the named lock without waiting. ok is false when another
 // connection holds it.
@@ -75,28 +75,28 @@ func (d *DB) WaitLock(ctx context.Context, name string, wait time.Duration) (*Lo
 	}
 	if !got.Valid || got.Int64 != 1 {
 		conn.Close()
-		return nil, fmt.Errorf("%w: %s", ErrLockBusy, d.LockHolder(ctx, name))
+		return nil, fmt.Errorf("lock %s is %w: %s", name, ErrLockBusy, d.LockHolder(ctx, name))
 	}
 	return &Lock{name: name, conn: conn}, nil
 }
 
 // LockHolder describes who holds name, as far as this user may see:
-// "lock matomod:x:archive is held by connection 42 (matomo@10.0.0.5:51234)".
+// "connection 42 (matomo@10.0.0.5:51234)".
 func (d *DB) LockHolder(ctx context.Context, name string) string {
 	ctx, cancel := d.ctx(ctx)
 	defer cancel()
 	d.count()
 	var id sql.NullInt64
 	if err := d.db.QueryRowContext(ctx, "SELECT IS_USED_LOCK(?)", name).Scan(&id); err != nil || !id.Valid {
-		return fmt.Sprintf("lock %s was held a moment ago", name)
+		return "released a moment ago"
 	}
 	var user, host sql.NullString
 	d.count()
 	err := d.db.QueryRowContext(ctx, "SELECT USER, HOST FROM information_schema.PROCESSLIST WHERE ID = ?", id.Int64).Scan(&user, &host)
 	if err != nil {
-		return fmt.Sprintf("lock %s is held by connection %d", name, id.Int64)
+		return fmt.Sprintf("connection %d", id.Int64)
 	}
-	return fmt.Sprintf("lock %s is held by connection %d (%s@%s)", name, id.Int64, user.String, host.String)
+	return fmt.Sprintf("connection %d (%s@%s)", id.Int64, user.String, host.String)
 }
 
 // ErrLockLost means the lock's connection is gone or the lock is not ours.

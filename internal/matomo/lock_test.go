@@ -42,7 +42,7 @@ func TestWaitLockSaysWhoHoldsIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = b.WaitLock(ctx, b.ArchiveLockName(), 0)
-	if !errors.Is(err, matomo.ErrLockBusy) || !strings.Contains(err.Error(), "is held by connection") {
+	if !errors.Is(err, matomo.ErrLockBusy) || !strings.Contains(err.Error(), "held by another connection: connection") {
 		t.Fatalf("second taker: %v", err)
 	}
 	go func() {
