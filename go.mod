@@ -10,9 +10,9 @@ require (
 	github.com/prometheus/common v0.74.0
 	github.com/prometheus/exporter-toolkit v0.20.0
 	github.com/robfig/cron/v3 v3.0.1
+	go.yaml.in/yaml/v3 v3.0.6
 	golang.org/x/crypto v0.58.0
 	gopkg.in/ini.v1 v1.68.0
-	gopkg.in/yaml.v3 v3.0.1
 )
 
 require (

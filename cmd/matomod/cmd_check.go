@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/matomod/matomod/internal/archiver"
 	"github.com/matomod/matomod/internal/config"
 	"github.com/matomod/matomod/internal/matomo"
 )
@@ -48,13 +49,12 @@ func cmdCheck(ctx context.Context, g *globals, w io.Writer) int {
 	}
 	c.ok("Matomo config %s read (database %s, prefix %q, user %s)", mat.INI.Path, mat.DB.DBName, mat.DB.TablesPrefix, mat.DB.User)
 	s := &setup{cfg: cfg, mat: mat}
-	if err := s.console(nil).Check(); err != nil {
-		for _, line := range strings.Split(err.Error(), "\n") {
-			c.fail("%s", line)
-		}
-	} else {
-		c.ok("console %s runs with %s", cfg.ConsolePathOrDefault(), cfg.PHPBinary)
+	if err := s.validate(); err != nil { // what run and a reload refuse
+		c.fail("%v", err)
+		return exitError
 	}
+	c.ok("archive.schedule %q and archive.timezone %q understood", cfg.Archive.Schedule, cfg.Archive.Timezone)
+	checkConsole(ctx, c, s)
 	checkTmp(c, cfg.MatomoDir)
 	if mat.INI.MaintenanceMode {
 		c.warn("maintenance mode is on ([General] maintenance_mode = 1): archiving is paused until it is off")
@@ -160,4 +160,26 @@ func checkDB(ctx context.Context, c *checklist, db *matomo.DB, dir string) {
 	if opts.DeleteLogsEnable != nil && *opts.DeleteLogsEnable && opts.DeleteLogsOlderThan != nil {
 		c.ok("log deletion is on (older than %d days): days before that are never repaired", *opts.DeleteLogsOlderThan)
 	}
+}
+
+// checkConsole runs the console for real (core:version): a php_binary that
+// exists but is not PHP (/bin/false) must fail here, not at the first run.
+func checkConsole(ctx context.Context, c *checklist, s *setup) {
+	con := s.console(nil)
+	if err := con.Check(); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			c.fail("%s", line)
+		}
+		return
+	}
+	res := con.Run(ctx, archiver.RunOptions{Timeout: time.Minute, KillGrace: 5 * time.Second}, "core:version")
+	if res.Outcome != archiver.OutcomeSuccess {
+		detail := res.FirstError
+		if detail == "" && res.Err != nil {
+			detail = res.Err.Error()
+		}
+		c.fail("console %s with %s: core:version exited %d (%s): set php_binary to the PHP CLI and console_path to Matomo's console", s.cfg.ConsolePathOrDefault(), s.cfg.PHPBinary, res.ExitCode, detail)
+		return
+	}
+	c.ok("console %s runs with %s", s.cfg.ConsolePathOrDefault(), s.cfg.PHPBinary)
 }

@@ -3,21 +3,25 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/alecthomas/kingpin/v2"
 
+	"github.com/matomod/matomod/internal/matomo"
 	"github.com/matomod/matomod/internal/repair"
 )
 
 type repairFlags struct {
 	gapFlags
-	dates  string
-	dryRun bool
-	force  bool
+	dates    string
+	dryRun   bool
+	force    bool
+	lockWait time.Duration
 }
 
 func (f *repairFlags) register(c *kingpin.CmdClause) {
@@ -26,6 +30,7 @@ func (f *repairFlags) register(c *kingpin.CmdClause) {
 	c.Flag("dry-run", "Print the exact console commands and change nothing.").BoolVar(&f.dryRun)
 	c.Flag("force", "With --dates: also invalidate days the safety rules refuse (never days without raw visits).").BoolVar(&f.force)
 	c.Flag("format", "Output format: table or json.").Default("table").EnumVar(&f.format, "table", "json")
+	c.Flag("lock.wait", "How long to wait for a core:archive that matomod started (here or on another host) to end before giving up.").Default("0s").DurationVar(&f.lockWait)
 }
 
 func cmdRepair(ctx context.Context, g *globals, f *repairFlags, stdout, stderr io.Writer, log *slog.Logger) int {
@@ -38,9 +43,19 @@ func cmdRepair(ctx context.Context, g *globals, f *repairFlags, stdout, stderr i
 	}
 	defer db.Close()
 	if !f.dryRun {
-		if reason, _ := pauseReason(ctx, s, db); reason != "" {
+		if reason, _, _ := pauseReason(ctx, s, db); reason != "" {
 			return fail(stderr, fmt.Errorf("archiving is paused (%s): a repair now would invalidate days that nothing rebuilds; retry when it clears, or use --dry-run", reason))
 		}
+		// Two repairs at once would each see the other's days as failed.
+		lock, err := archiveLock(ctx, db, f.lockWait)
+		if err != nil {
+			fmt.Fprintf(stderr, "matomod: repair not started: %v\n", err)
+			if errors.Is(err, matomo.ErrLockBusy) {
+				return exitSkipped
+			}
+			return exitError
+		}
+		defer lock.Release()
 	}
 	opt := s.repairOptions(log, f.dryRun)
 	opt.Force = f.force

@@ -209,7 +209,7 @@ func TestDaemonSchedulesScansAndRepairs(t *testing.T) {
 	if n := e.Count("SELECT COUNT(*) FROM {p}"+"archive_numeric_"+day(5).Format("2006_01")+" WHERE idsite = 1 AND period = 1 AND name = 'done' AND value = 1 AND date1 = ?", day(5).Format("2006-01-02")); n != 1 {
 		t.Errorf("day -5 has %d good archives after repair", n)
 	}
-	if code, body := r.get("/metrics"); code != 200 || !strings.Contains(body, `matomod_archive_runs_total{result="success"}`) ||
+	if code, body := r.get("/metrics"); code != 200 || !strings.Contains(body, `matomod_archive_runs_total{result="success",role="leader"}`) ||
 		!strings.Contains(body, "matomod_leader 1") || !strings.Contains(body, `matomod_repairs_total{result="repaired"} 2`) {
 		t.Errorf("/metrics: %d\n%s", code, grepLines(body, "matomod_archive_runs_total", "matomod_leader", "matomod_repairs_total"))
 	}
@@ -240,7 +240,8 @@ func grepLines(s string, prefixes ...string) string {
 	return strings.Join(out, "\n")
 }
 
-// DB down at start: not ready, retrying, no exit; ready once it answers.
+// DB down at start: READY=1 with a waiting STATUS=, not /readyz, retrying,
+// no exit; ready once it answers.
 func TestDaemonWaitsForDatabase(t *testing.T) {
 	e := matomotest.New(t)
 	e.AddSite(1, "UTC", "2026-01-01")
@@ -258,8 +259,12 @@ func TestDaemonWaitsForDatabase(t *testing.T) {
 		t.Fatalf("daemon exited (%d) while the DB was down", c)
 	default:
 	}
+	// Issue 12: READY=1 waited for the DB and a long outage at boot failed
+	// the unit. READY=1 now comes at once; STATUS= says what is awaited.
+	r.waitNotify("READY=1", time.Second)
+	r.waitNotify("STATUS=waiting for the database", 5*time.Second)
 	proxy.setUp(true)
-	r.waitNotify("READY=1", 30*time.Second)
+	waitFor(t, "ready", 30*time.Second, func() bool { return len(r.logs.events("ready")) == 1 })
 	waitFor(t, "leader", 10*time.Second, func() bool { return len(r.logs.events("leader_acquired")) == 1 })
 	// Lost mid-run and back: db_down, leadership dropped, then regained.
 	proxy.setUp(false)

@@ -46,7 +46,7 @@ func TestDaemonConsoleFailsAndRetries(t *testing.T) {
 	if f["exit_code"] != float64(1) || f["run_id"] == "" {
 		t.Errorf("run_failed record: %v", f)
 	}
-	if _, body := r.get("/metrics"); !strings.Contains(body, `matomod_archive_runs_total{result="failure"}`) ||
+	if _, body := r.get("/metrics"); !strings.Contains(body, `matomod_archive_runs_total{result="failure",role="leader"}`) ||
 		!strings.Contains(body, "matomod_archive_last_exit_code 1") {
 		t.Errorf("metrics:\n%s", grepLines(body, "matomod_archive_runs_total", "matomod_archive_last_exit_code"))
 	}
@@ -69,7 +69,7 @@ func TestDaemonRunTimeoutKillsGroup(t *testing.T) {
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	waitFor(t, "the spawned child to be gone", 10*time.Second, func() bool { return !processAlive(pid) })
-	if _, body := r.get("/metrics"); !strings.Contains(body, `matomod_archive_runs_total{result="timeout"} 1`) {
+	if _, body := r.get("/metrics"); !strings.Contains(body, `matomod_archive_runs_total{result="timeout",role="leader"} 1`) {
 		t.Errorf("metrics:\n%s", grepLines(body, "matomod_archive_runs_total"))
 	}
 }
@@ -168,7 +168,7 @@ func TestDaemonPausesInMaintenanceMode(t *testing.T) {
 		t.Errorf("/readyz %d %s", code, body)
 	}
 	if _, body := r.get("/metrics"); !strings.Contains(body, `matomod_paused{reason="maintenance_mode"} 1`) ||
-		strings.Contains(body, `matomod_archive_runs_total{result="skipped_paused"} 0`) {
+		strings.Contains(body, `matomod_archive_runs_total{result="skipped_paused",role="leader"} 0`) {
 		t.Errorf("metrics:\n%s", grepLines(body, "matomod_paused", "matomod_archive_runs_total"))
 	}
 	if len(r.logs.events("run_started")) != 0 {

@@ -140,3 +140,11 @@ func fatalf(format string, a ...any) int {
 	fmt.Fprintf(os.Stderr, "matomod: "+format+"\n", a...)
 	return 2
 }
+
+// mysqlLogger puts the MySQL driver's own lines ("[mysql] … unexpected
+// EOF") through our logger, so they carry the log format and an event.
+type mysqlLogger struct{ log *slog.Logger }
+
+func (l mysqlLogger) Print(v ...any) {
+	l.log.Warn(strings.TrimSpace(fmt.Sprint(v...)), "event", "mysql_driver")
+}

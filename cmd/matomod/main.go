@@ -11,8 +11,10 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/go-sql-driver/mysql"
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
@@ -66,8 +68,12 @@ func newApp(g *globals) (*kingpin.Application, map[string]func(ctx context.Conte
 	rf.register(repairCmd)
 	cmds[repairCmd.FullCommand()] = func(ctx context.Context, o, e io.Writer, l *slog.Logger) int { return cmdRepair(ctx, g, rf, o, e, l) }
 
-	archiveCmd := app.Command("archive", "Run core:archive once in the foreground and exit with its result (0 ok, 1 failed, 75 skipped).")
-	cmds[archiveCmd.FullCommand()] = func(ctx context.Context, o, e io.Writer, l *slog.Logger) int { return cmdArchive(ctx, g, o, l) }
+	archiveCmd := app.Command("archive", "Run core:archive once in the foreground and exit with its result (0 ok, 1 failed, 75 skipped or another matomod run holds the archive lock).")
+	var lockWait time.Duration
+	archiveCmd.Flag("lock.wait", "How long to wait for a core:archive that matomod started (here or on another host) to end before giving up.").Default("0s").DurationVar(&lockWait)
+	cmds[archiveCmd.FullCommand()] = func(ctx context.Context, o, e io.Writer, l *slog.Logger) int {
+		return cmdArchive(ctx, g, lockWait, o, l)
+	}
 
 	checkCmd := app.Command("check", "Check config files, database, Matomo tables and version, console and PHP, tmp/ and maintenance mode.")
 	cmds[checkCmd.FullCommand()] = func(ctx context.Context, o, e io.Writer, l *slog.Logger) int { return cmdCheck(ctx, g, o) }
@@ -107,6 +113,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "matomod: %v\n", err)
 		return exitError
 	}
+	// The driver's logger is process-wide; this is the one place it is set.
+	mysql.SetLogger(mysqlLogger{logger})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	if g.configCheck {

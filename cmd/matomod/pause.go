@@ -9,33 +9,33 @@ import (
 
 // pauseFromINI reads config.ini.php afresh: Matomo's updater flips these
 // flags while it runs, so a cached copy would be wrong.
-func pauseFromINI(s *setup) string {
+func pauseFromINI(s *setup) (string, error) {
 	ini, err := matomo.ReadConfigINI(s.cfg.MatomoDir)
 	if err != nil {
-		return "" // unreadable now: the run itself will say so
+		return "", err
 	}
 	switch {
 	case ini.MaintenanceMode:
-		return metrics.PausedMaintenanceMode
+		return metrics.PausedMaintenanceMode, nil
 	case !ini.RecordStatistics:
-		return metrics.PausedTrackingDisabled
+		return metrics.PausedTrackingDisabled, nil
 	}
-	return ""
+	return "", nil
 }
 
 // pauseReason adds a pending core:update: version_core in the DB older
-// than core/Version.php.
-func pauseReason(ctx context.Context, s *setup, db *matomo.DB) (reason string, version string) {
-	if r := pauseFromINI(s); r != "" {
-		return r, ""
+// than core/Version.php. An error means the state is unknown.
+func pauseReason(ctx context.Context, s *setup, db *matomo.DB) (reason, version string, err error) {
+	if r, err := pauseFromINI(s); r != "" || err != nil {
+		return r, "", err
 	}
 	opts, err := db.ReadOptions(ctx)
 	if err != nil {
-		return "", ""
+		return "", "", err
 	}
 	code, err := matomo.CodeVersion(s.cfg.MatomoDir)
 	if err == nil && opts.VersionCore != "" && matomo.VersionLess(opts.VersionCore, code) {
-		return metrics.PausedUpdatePending, opts.VersionCore
+		return metrics.PausedUpdatePending, opts.VersionCore, nil
 	}
-	return "", opts.VersionCore
+	return "", opts.VersionCore, nil
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -9,9 +11,11 @@ import (
 
 	"github.com/matomod/matomod/internal/archiver"
 	"github.com/matomod/matomod/internal/config"
+	"github.com/matomod/matomod/internal/daemon"
 	"github.com/matomod/matomod/internal/gapdetect"
 	"github.com/matomod/matomod/internal/matomo"
 	"github.com/matomod/matomod/internal/repair"
+	"github.com/matomod/matomod/internal/scheduler"
 )
 
 // setup is everything built from the two config files.
@@ -34,7 +38,42 @@ func loadSetup(g *globals) (*setup, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &setup{cfg: cfg, mat: mat}, nil
+	s := &setup{cfg: cfg, mat: mat}
+	if err := s.validate(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// validate checks what config.Validate cannot see alone: the schedule and
+// its time zone. run, reload, check and --config.check all come through
+// here, so none accepts what another refuses.
+func (s *setup) validate() error {
+	_, err := scheduler.New(s.settings().Schedule, func(context.Context, scheduler.Trigger) scheduler.Outcome { return scheduler.Skipped },
+		slog.New(slog.DiscardHandler), nil)
+	return err
+}
+
+// settings maps the configuration onto the daemon's.
+func (s *setup) settings() daemon.Settings {
+	c := s.cfg
+	a := c.Archive
+	retries := a.Retries
+	if retries == 0 {
+		retries = -1 // the scheduler's 0 means its default
+	}
+	return daemon.Settings{
+		Role: c.Role,
+		Schedule: scheduler.Config{Schedule: a.Schedule, Timezone: a.Timezone, Jitter: a.Jitter.D(),
+			Retries: retries, RetryBase: a.RetryBackoff.D(), StateFile: c.StateFile},
+		StopTimeout:       c.StopTimeout.D(),
+		KillGrace:         a.KillGrace.D(),
+		ScanInterval:      c.Gaps.ScanInterval.D(),
+		AutoRepair:        c.Gaps.AutoRepair,
+		MaxRepairDays:     c.Gaps.MaxRepairDays,
+		WorkerConcurrency: c.Worker.Concurrency,
+		WorkerInterval:    c.Worker.Interval.D(),
+	}
 }
 
 func (s *setup) openDB() (*matomo.DB, error) {
@@ -113,9 +152,12 @@ func parseDateFlag(name, v string) (matomo.Date, error) {
 	return d, nil
 }
 
-func since(t time.Time, now time.Time) string {
-	if t.IsZero() {
-		return "never"
+// archiveLock takes the lock every core:archive matomod starts is run
+// under, waiting up to wait; busy errors name the holder and the fix.
+func archiveLock(ctx context.Context, db *matomo.DB, wait time.Duration) (*matomo.Lock, error) {
+	l, err := db.WaitLock(ctx, db.ArchiveLockName(), wait)
+	if errors.Is(err, matomo.ErrLockBusy) {
+		return nil, fmt.Errorf("another core:archive started by matomod is running (%w): wait for it, or pass --lock.wait=30m to wait up to 30 minutes", err)
 	}
-	return now.Sub(t).Round(time.Second).String() + " ago"
+	return l, err
 }

@@ -2,16 +2,15 @@ package main
 
 import (
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
 )
 
-// notifier speaks sd_notify: READY=1 only after the checks pass, STATUS=
-// kept current, WATCHDOG=1 only while the scheduler loop is alive,
-// RELOADING=1/READY=1 around SIGHUP, STOPPING=1 on shutdown. Without
-// NOTIFY_SOCKET every call is a no-op.
+// notifier speaks sd_notify for internal/daemon, which decides when.
+// Without NOTIFY_SOCKET every call is a no-op.
 type notifier struct {
 	log    *slog.Logger
 	mu     sync.Mutex
@@ -26,11 +25,12 @@ func (n *notifier) send(state string) {
 
 func (n *notifier) Ready()    { n.send(sd.SdNotifyReady) }
 func (n *notifier) Stopping() { n.send(sd.SdNotifyStopping) }
+func (n *notifier) Watchdog() { n.send(sd.SdNotifyWatchdog) }
 
-// Reloading must carry MONOTONIC_USEC for Type=notify-reload; harmless
-// for Type=notify.
+// Reloading must carry MONOTONIC_USEC for Type=notify-reload; harmless for
+// Type=notify. SdNotifyMonotonicUsec already returns "MONOTONIC_USEC=…".
 func (n *notifier) Reloading() {
-	n.send(sd.SdNotifyReloading + "\nMONOTONIC_USEC=" + sd.SdNotifyMonotonicUsec())
+	n.send(sd.SdNotifyReloading + "\n" + strings.TrimSpace(sd.SdNotifyMonotonicUsec()))
 }
 
 // Status sends STATUS= when it changed.
@@ -44,25 +44,11 @@ func (n *notifier) Status(s string) {
 	}
 }
 
-// watchdog pings at half WATCHDOG_USEC while alive() holds; a stuck loop
-// stops the pings and systemd restarts us.
-func (n *notifier) watchdog(stop <-chan struct{}, alive func() bool) {
-	interval, err := sd.SdWatchdogEnabled(false)
-	if err != nil || interval <= 0 {
-		return
+// watchdogInterval is WATCHDOG_USEC when it is meant for us (0: off).
+func watchdogInterval() time.Duration {
+	d, err := sd.SdWatchdogEnabled(false)
+	if err != nil {
+		return 0
 	}
-	t := time.NewTicker(interval / 2)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			if alive() {
-				n.send(sd.SdNotifyWatchdog)
-			} else {
-				n.log.Error("scheduler loop is not alive: withholding the watchdog ping so systemd restarts matomod", "event", "watchdog_withheld")
-			}
-		}
-	}
+	return d
 }

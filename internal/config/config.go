@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/matomod/matomod/internal/matomo"
 )
@@ -213,8 +213,27 @@ func (c *Config) Validate() error {
 	if c.Archive.Schedule == "" {
 		return bad("archive.schedule", "is empty: use e.g. \"5 * * * *\" or @hourly")
 	}
-	if c.Archive.RunTimeout.D() <= 0 {
-		return bad("archive.run_timeout", "must be positive, e.g. 6h")
+	// Every duration has a floor (0 would make a loop spin or a child be
+	// killed at once) and a ceiling (a typo such as 5000h is not a setting).
+	for _, r := range []struct {
+		key      string
+		v        Duration
+		min, max time.Duration
+		example  string
+	}{
+		{"archive.run_timeout", c.Archive.RunTimeout, time.Second, 7 * 24 * time.Hour, "6h"},
+		{"archive.kill_grace", c.Archive.KillGrace, time.Second, time.Hour, "2m"},
+		{"archive.jitter", c.Archive.Jitter, 0, 24 * time.Hour, "30s"},
+		{"archive.retry_backoff", c.Archive.RetryBackoff, time.Second, 24 * time.Hour, "1m"},
+		{"gaps.scan_interval", c.Gaps.ScanInterval, time.Second, 7 * 24 * time.Hour, "1h"},
+		{"gaps.full_rescan_interval", c.Gaps.FullRescanInterval, time.Minute, 90 * 24 * time.Hour, "24h"},
+		{"gaps.grace", c.Gaps.Grace, 0, 30 * 24 * time.Hour, "2h"},
+		{"stop_timeout", c.StopTimeout, time.Second, 24 * time.Hour, "5m"},
+		{"worker.interval", c.Worker.Interval, time.Second, 24 * time.Hour, "1m"},
+	} {
+		if r.v.D() < r.min || r.v.D() > r.max {
+			return bad(r.key, fmt.Sprintf("%s is out of range: use a value between %s and %s, e.g. %s", r.v, r.min, r.max, r.example))
+		}
 	}
 	if c.Archive.Retries < 0 || c.Archive.Retries > 20 {
 		return bad("archive.retries", "must be between 0 and 20")
@@ -227,9 +246,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Gaps.MaxRepairDays < 0 {
 		return bad("gaps.max_repair_days", "must not be negative (0 disables repair)")
-	}
-	if c.Gaps.ScanInterval.D() < time.Second {
-		return bad("gaps.scan_interval", "must be at least 1s")
 	}
 	if f := c.Gaps.CollectionGapMinTrafficDays; f <= 0 || f > 1 {
 		return bad("gaps.collection_gap_min_traffic_days", "must be a fraction in (0, 1], e.g. 0.9")

@@ -58,7 +58,13 @@ func TestBadConfigErrors(t *testing.T) {
 		{"role: boss\n", `role: "boss" must be leader or worker`},
 		{"sites: {include: [0]}\n", "sites: site id 0 is not a Matomo idsite"},
 		{"archive: [\n", "did not find expected node content"},
-		{"archive:\n  run_timeout: 0s\n", "archive.run_timeout: must be positive"},
+		{"archive:\n  run_timeout: 0s\n", "archive.run_timeout: 0s is out of range: use a value between 1s and 168h0m0s, e.g. 6h"},
+		{"worker:\n  interval: 0s\n", "worker.interval: 0s is out of range"},
+		{"archive:\n  kill_grace: 0s\n", "archive.kill_grace: 0s is out of range"},
+		{"gaps:\n  full_rescan_interval: 0s\n", "gaps.full_rescan_interval: 0s is out of range"},
+		{"gaps:\n  scan_interval: 0s\n", "gaps.scan_interval: 0s is out of range"},
+		{"stop_timeout: 0s\n", "stop_timeout: 0s is out of range"},
+		{"archive:\n  retry_backoff: 0s\n", "archive.retry_backoff: 0s is out of range"},
 	}
 	for _, tc := range cases {
 		c := Default()

@@ -46,7 +46,14 @@ const (
 	PausedUpdatePending    = "update_pending"
 )
 
+// Roles (label role of matomod_archive_runs_total).
+const (
+	RoleLeader = "leader"
+	RoleWorker = "worker"
+)
+
 var (
+	roles         = []string{RoleLeader, RoleWorker}
 	runResults    = []string{RunSuccess, RunFailure, RunTimeout, RunSkippedOverlap, RunSkippedPaused}
 	repairResults = []string{RepairRepaired, RepairFailed, RepairSkippedUnsafe}
 	pauseReasons  = []string{PausedMaintenanceMode, PausedTrackingDisabled, PausedUpdatePending}
@@ -95,8 +102,8 @@ func New(reg prometheus.Registerer, b BuildInfo) (*Metrics, error) {
 	m := &Metrics{
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "matomod_archive_runs_total",
-			Help: "Scheduled archive runs by result (success, failure, timeout, skipped_overlap, skipped_paused).",
-		}, []string{"result"}),
+			Help: "Archive runs by result (success, failure, timeout, skipped_overlap, skipped_paused) and role (leader: scheduled runs; worker: a worker's queue runs).",
+		}, []string{"result", "role"}),
 		runDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "matomod_archive_run_duration_seconds",
 			Help:    "Duration of archive runs that started (skipped runs are not observed).",
@@ -132,7 +139,9 @@ func New(reg prometheus.Registerer, b BuildInfo) (*Metrics, error) {
 		snapshots:    newSnapshotCollector(),
 	}
 	for _, r := range runResults {
-		m.runs.WithLabelValues(r)
+		for _, role := range roles {
+			m.runs.WithLabelValues(r, role)
+		}
 	}
 	for _, r := range repairResults {
 		m.repairs.WithLabelValues(r)
@@ -200,7 +209,7 @@ func (m *Metrics) RunFinished(result string, start time.Time, d time.Duration, e
 	if !known(runResults, result) {
 		return
 	}
-	m.runs.WithLabelValues(result).Inc()
+	m.runs.WithLabelValues(result, RoleLeader).Inc()
 	if result == RunSkippedOverlap || result == RunSkippedPaused {
 		return
 	}
@@ -211,6 +220,15 @@ func (m *Metrics) RunFinished(result string, start time.Time, d time.Duration, e
 	if result == RunSuccess {
 		m.lastSuccess.Set(seconds(start.Add(d)))
 	}
+}
+
+// WorkerRunFinished counts a run a worker started; the run gauges stay the
+// leader's, whose schedule they describe.
+func (m *Metrics) WorkerRunFinished(result string, d time.Duration) {
+	if !known(runResults, result) {
+		return
+	}
+	m.runs.WithLabelValues(result, RoleWorker).Inc()
 }
 
 // SetNextRun records when the next run is scheduled (zero time: none).

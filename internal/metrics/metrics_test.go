@@ -62,13 +62,18 @@ func promtool(t *testing.T) string {
 func TestFixedLabelFamiliesStartAtZero(t *testing.T) {
 	_, reg := newTest(t)
 	compare(t, reg, `
-# HELP matomod_archive_runs_total Scheduled archive runs by result (success, failure, timeout, skipped_overlap, skipped_paused).
+# HELP matomod_archive_runs_total Archive runs by result (success, failure, timeout, skipped_overlap, skipped_paused) and role (leader: scheduled runs; worker: a worker's queue runs).
 # TYPE matomod_archive_runs_total counter
-matomod_archive_runs_total{result="failure"} 0
-matomod_archive_runs_total{result="skipped_overlap"} 0
-matomod_archive_runs_total{result="skipped_paused"} 0
-matomod_archive_runs_total{result="success"} 0
-matomod_archive_runs_total{result="timeout"} 0
+matomod_archive_runs_total{result="failure",role="leader"} 0
+matomod_archive_runs_total{result="failure",role="worker"} 0
+matomod_archive_runs_total{result="skipped_overlap",role="leader"} 0
+matomod_archive_runs_total{result="skipped_overlap",role="worker"} 0
+matomod_archive_runs_total{result="skipped_paused",role="leader"} 0
+matomod_archive_runs_total{result="skipped_paused",role="worker"} 0
+matomod_archive_runs_total{result="success",role="leader"} 0
+matomod_archive_runs_total{result="success",role="worker"} 0
+matomod_archive_runs_total{result="timeout",role="leader"} 0
+matomod_archive_runs_total{result="timeout",role="worker"} 0
 # HELP matomod_repairs_total Gap site-days matomod handled, by result (repaired, failed, skipped_unsafe).
 # TYPE matomod_repairs_total counter
 matomod_repairs_total{result="failed"} 0
@@ -145,13 +150,18 @@ matomod_archive_last_run_timestamp_seconds 1.8e+09
 	m.RunFinished("bogus", start, time.Second, 0) // ignored
 	m.SetNextRun(start.Add(4 * time.Hour))
 	compare(t, reg, `
-# HELP matomod_archive_runs_total Scheduled archive runs by result (success, failure, timeout, skipped_overlap, skipped_paused).
+# HELP matomod_archive_runs_total Archive runs by result (success, failure, timeout, skipped_overlap, skipped_paused) and role (leader: scheduled runs; worker: a worker's queue runs).
 # TYPE matomod_archive_runs_total counter
-matomod_archive_runs_total{result="failure"} 1
-matomod_archive_runs_total{result="skipped_overlap"} 1
-matomod_archive_runs_total{result="skipped_paused"} 1
-matomod_archive_runs_total{result="success"} 1
-matomod_archive_runs_total{result="timeout"} 0
+matomod_archive_runs_total{result="failure",role="leader"} 1
+matomod_archive_runs_total{result="failure",role="worker"} 0
+matomod_archive_runs_total{result="skipped_overlap",role="leader"} 1
+matomod_archive_runs_total{result="skipped_overlap",role="worker"} 0
+matomod_archive_runs_total{result="skipped_paused",role="leader"} 1
+matomod_archive_runs_total{result="skipped_paused",role="worker"} 0
+matomod_archive_runs_total{result="success",role="leader"} 1
+matomod_archive_runs_total{result="success",role="worker"} 0
+matomod_archive_runs_total{result="timeout",role="leader"} 0
+matomod_archive_runs_total{result="timeout",role="worker"} 0
 # HELP matomod_archive_running 1 while a core:archive run started by matomod is in progress.
 # TYPE matomod_archive_running gauge
 matomod_archive_running 0
@@ -382,7 +392,7 @@ func TestNewRefusesARegistryInUse(t *testing.T) {
 // site ids and versions: never a DSN, password, path or command line.
 func TestLabelsAreBounded(t *testing.T) {
 	_, reg := feed(t)
-	allowed := map[string]bool{"result": true, "reason": true, "status": true, "kind": true, "repairable": true,
+	allowed := map[string]bool{"result": true, "role": true, "reason": true, "status": true, "kind": true, "repairable": true,
 		"idsite": true, "version": true, "revision": true, "goversion": true}
 	mfs, err := reg.Gather()
 	if err != nil {

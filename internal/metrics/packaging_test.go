@@ -16,7 +16,7 @@ import (
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 var (
@@ -29,7 +29,7 @@ var (
 
 // fixedLabels have a closed set of values; rules and panels must only use
 // values matomod exports.
-var fixedLabels = map[string]bool{"result": true, "reason": true, "status": true, "kind": true, "repairable": true}
+var fixedLabels = map[string]bool{"result": true, "role": true, "reason": true, "status": true, "kind": true, "repairable": true}
 
 type rule struct {
 	Alert       string            `yaml:"alert"`

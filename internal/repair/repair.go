@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -212,6 +213,9 @@ func (r *Repairer) run(ctx context.Context, rep *Report, kind map[matomo.SiteDat
 			switch {
 			case slices.Contains(res.LogDeletionSkipped, d.String()):
 				why += ": Matomo refused it as older than its log-deletion limit"
+				if m := lastLogDayRE.FindStringSubmatch(res.LogDeletionWarning); m != nil {
+					why += " (Matomo: the last day with logs is " + m[1] + ")"
+				}
 			case res.Outcome != archiver.OutcomeSuccess:
 				why += fmt.Sprintf(" (exit code %d: %s)", res.ExitCode, firstNonEmpty(res.FirstError, errString(res.Err)))
 			}
@@ -259,10 +263,14 @@ func (r *Repairer) run(ctx context.Context, rep *Report, kind map[matomo.SiteDat
 	}
 	rep.Remaining = append(rep.Remaining, after.Gaps...)
 	rep.After = after
-	rep.After = after
 	sortDays(rep.Days)
 	return nil
 }
+
+// lastLogDayRE finds the day Matomo names in its log-deletion warning
+// ("The last day with logs is 2026-08-01."), which says how far to raise
+// the limit.
+var lastLogDayRE = regexp.MustCompile(`last day with logs is ([0-9]{4}-[0-9]{2}-[0-9]{2})`)
 
 func sortDays(d []DayOutcome) {
 	slices.SortFunc(d, func(a, b DayOutcome) int {

@@ -48,7 +48,10 @@ func setup(t *testing.T, e *matomotest.Env, dry bool, knobs ...string) (*Repaire
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	det := gapdetect.New(db, gapdetect.Options{})
+	// Noon UTC: at any real hour, "yesterday" is day(1) for both sites (in
+	// UTC+5.5 the local day turns at 18:30 UTC, and the seed counted on it).
+	noon := func() time.Time { return time.Now().UTC().Truncate(24 * time.Hour).Add(12 * time.Hour) }
+	det := gapdetect.New(db, gapdetect.Options{Now: noon})
 	var opts []string
 	for _, k := range knobs {
 		opts = append(opts, "-d", k)
@@ -227,5 +230,25 @@ func TestRepairBound(t *testing.T) {
 	}
 	if rep.Counts["planned"] != 2 || rep.Deferred != 1 || !rep.Open() {
 		t.Fatalf("bounded: %+v deferred %d", rep.Days, rep.Deferred)
+	}
+}
+
+// Issue 11: a repair Matomo refuses is recorded with Matomo's reason.
+func TestRepairRefusedKeepsMatomoReason(t *testing.T) {
+	e := seed(t)
+	e.SetOption("delete_logs_enable", "1").SetOption("delete_logs_older_than", "10")
+	r, det, _ := setup(t, e, false)
+	r.Opt.Force = true
+	rep, err := r.RepairDays(context.Background(), det, 1, matomo.DateOf(day(17)), matomo.DateOf(day(16)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Counts[FailedResult] == 0 {
+		t.Fatalf("want refused days, got %+v", rep.Days)
+	}
+	for _, d := range rep.Days {
+		if d.Result == FailedResult && !strings.Contains(d.Reason, "Matomo: the last day with logs is") {
+			t.Errorf("reason without Matomo's words: %q", d.Reason)
+		}
 	}
 }
