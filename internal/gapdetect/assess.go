@@ -73,7 +73,8 @@ func (d *Detector) Assess(ctx context.Context, idsite int, from, to matomo.Date)
 		}
 		// A good archive rebuilt from fewer raw visits loses reports: the
 		// same half-of-archived bound as for gaps applies.
-		g.Repairable, g.Reason = sc.repairable(ss, day, "", counts[i], g.ArchivedVisits)
+		f := DayFacts{Date: day, Loc: ss.site.Loc, Now: sc.now, Raw: counts[i], Archived: g.ArchivedVisits}
+		g.Repairable, g.Reason = Repairable(f, "", sc.safety(idsite))
 		gaps[day] = g
 	}
 	var out []Gap

@@ -389,7 +389,7 @@ func merge(m map[matomo.SiteDate]*newestPair, f matomo.DoneFlag) {
 	if p.newest.IDArchive == 0 || f.Newer(p.newest) {
 		p.newest = f
 	}
-	if (f.Value == matomo.DoneOK || f.Value == matomo.DoneOKTemporary) && (p.ok.IDArchive == 0 || f.Newer(p.ok)) {
+	if f.IsOK() && (p.ok.IDArchive == 0 || f.Newer(p.ok)) {
 		p.ok = f
 	}
 }
@@ -422,7 +422,7 @@ func (s *slot) merge(f matomo.DoneFlag) {
 	if s.newestID == 0 || newerThan(s.newestID, s.newestTS, f) {
 		s.newestID, s.newestTS, s.newestVal = uint32(f.IDArchive), ts, uint8(f.Value)
 	}
-	if (f.Value == matomo.DoneOK || f.Value == matomo.DoneOKTemporary) && (s.okID == 0 || newerThan(s.okID, s.okTS, f)) {
+	if f.IsOK() && (s.okID == 0 || newerThan(s.okID, s.okTS, f)) {
 		s.okID, s.okTS, s.okVal = uint32(f.IDArchive), ts, uint8(f.Value)
 	}
 }
@@ -549,9 +549,7 @@ func (sc *scanCtx) apply(k matomo.SiteDate, p *newestPair, authoritative bool) {
 		info.newestOK = p.ok // unchanged archive: keep the known raw count
 		return
 	}
-	_, end := matomo.DayBounds(ss.site.Loc, k.Date)
-	n := p.newest
-	if (n.Value == matomo.DoneOK || n.Value == matomo.DoneOKTemporary) && !n.TSArchived.Before(end) {
+	if p.newest.Good(ss.site.Loc) {
 		if _, q := sc.queued[k]; !q {
 			ss.set(k.Date, dsGood)
 			return

@@ -344,6 +344,23 @@ func (f DoneFlag) Newer(g DoneFlag) bool {
 	return f.IDArchive > g.IDArchive
 }
 
+// Good reports whether f, the newest plain done flag of a site-day (see
+// Newer), is a complete OK archive of that day in loc: done = 1 (or the
+// deprecated 3) written at or after the end of the local day. An archive
+// written during the day is partial by nature, yet carries done = 1
+// (Matomo's determineIfArchivePermanent). This is the one definition of
+// "the day is archived" that gap detection and repair's check both use.
+func (f DoneFlag) Good(loc *time.Location) bool {
+	if f.IDArchive == 0 || loc == nil || (f.Value != DoneOK && f.Value != DoneOKTemporary) {
+		return false
+	}
+	_, end := DayBounds(loc, f.Date)
+	return !f.TSArchived.Before(end)
+}
+
+// IsOK reports whether f's done value says the archive finished (1, or 3).
+func (f DoneFlag) IsOK() bool { return f.Value == DoneOK || f.Value == DoneOKTemporary }
+
 // DoneFlagsSQL is the full read of one monthly table's day done rows. Only
 // the row named exactly 'done' is the day's archive: segment (done<hash>) and
 // plugin (done.Plugin) flags do not count. A table scan measured faster than
