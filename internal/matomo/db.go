@@ -248,12 +248,14 @@ func (d *DB) Sites(ctx context.Context) ([]Site, error) {
 	for rows.Next() {
 		var s Site
 		var created sql.NullTime
-		if err := rows.Scan(&s.ID, &s.Name, &created, &s.TZName); err != nil {
+		var name, tz sql.NullString // NULLs must skip one site, not fail the scan
+		if err := rows.Scan(&s.ID, &name, &created, &tz); err != nil {
 			return nil, fmt.Errorf("reading %ssite: %w", d.prefix, err)
 		}
 		if created.Valid {
 			s.Created, s.HasCrDat = DateOf(created.Time.UTC()), true
 		}
+		s.Name, s.TZName = name.String, tz.String
 		s.Loc, s.TZErr = LoadLocation(s.TZName)
 		if s.TZErr != nil {
 			s.TZErr = fmt.Errorf("site %d: %w", s.ID, s.TZErr)
