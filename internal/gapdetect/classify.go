@@ -150,10 +150,14 @@ func (sc *scanCtx) safety(id int) Safety {
 	return s
 }
 
-// readFirstVisits loads the earliest raw visit of every site with a gap.
+// readFirstVisits loads the earliest raw visit of every site with a gap,
+// from the cache where it is known (see state.firstVisit).
 func (sc *scanCtx) readFirstVisits(ctx context.Context) error {
 	var ids []int
 	for id, ss := range sc.st.sites {
+		if sc.st.firstRead[id] {
+			continue
+		}
 		for _, info := range ss.open {
 			if info.raw > 0 {
 				ids = append(ids, id)
@@ -162,9 +166,20 @@ func (sc *scanCtx) readFirstVisits(ctx context.Context) error {
 		}
 	}
 	slices.Sort(ids)
-	fv, err := sc.d.db.FirstVisits(ctx, ids)
-	sc.firstVisit = fv
-	return err
+	if len(ids) > 0 {
+		fv, err := sc.d.db.FirstVisits(ctx, ids)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			sc.st.firstRead[id] = true
+			if t, ok := fv[id]; ok {
+				sc.st.firstVisit[id] = t
+			}
+		}
+	}
+	sc.firstVisit = sc.st.firstVisit
+	return nil
 }
 
 func (sc *scanCtx) result() *Result {
@@ -201,6 +216,10 @@ func (sc *scanCtx) result() *Result {
 // data lost in a restore). A heuristic: a seasonal site stays quiet.
 func (sc *scanCtx) collectionGaps(ss *siteState) []CollectionGap {
 	first, last := matomo.Date(-1), matomo.Date(-1)
+	// One rule whatever the scan read before: a day has traffic when it
+	// has raw visits or a day archive. (Counting only days marked empty
+	// made queued zero-visit days, and days whose queue row went away
+	// later, differ between incremental and full scans.)
 	traffic := func(d matomo.Date) bool {
 		switch ss.get(d) {
 		case dsGood:
@@ -230,7 +249,7 @@ func (sc *scanCtx) collectionGaps(ss *siteState) []CollectionGap {
 	}
 	var out []CollectionGap
 	for d := first + 1; d < last; d++ {
-		if ss.get(d) == dsEmpty {
+		if !traffic(d) {
 			out = append(out, CollectionGap{IDSite: ss.site.ID, Date: d})
 		}
 	}

@@ -101,10 +101,23 @@ const (
 )
 
 type state struct {
-	queued    map[matomo.SiteDate]time.Time // queue rows of the last scan
-	watermark time.Time                     // DB clock at the start of the last read
-	fullAt    time.Time                     // local clock of the last full read
-	sites     map[int]*siteState
+	queued map[matomo.SiteDate]time.Time // queue rows of the last scan
+	fullAt time.Time                     // local clock of the last full read
+	sites  map[int]*siteState
+	// The change signals as of the last scan (see freshness in README):
+	// a monthly table whose signature moved is read again in full.
+	tables  map[string]matomo.TableSig
+	visits  matomo.VisitBounds
+	reports map[string]bool // report_to_invalidate option names
+	// firstVisit caches each site's earliest raw visit; it only moves
+	// when a purge moves log_visit's MIN(idvisit), which clears it.
+	firstVisit map[int]time.Time
+	firstRead  map[int]bool
+}
+
+func newState(now time.Time) *state {
+	return &state{sites: map[int]*siteState{}, fullAt: now, tables: map[string]matomo.TableSig{},
+		reports: map[string]bool{}, firstVisit: map[int]time.Time{}, firstRead: map[int]bool{}}
 }
 
 type siteState struct {
@@ -158,32 +171,34 @@ func (s *siteState) resize(since, until matomo.Date) {
 }
 
 // Scan reads the DB and returns the current gaps. The first scan, and one
-// every FullRescanInterval, re-reads every day done flag of the window;
-// the others read only archives written since the previous scan, the
-// invalidation queue, and the days still open.
+// every FullRescanInterval (a safety net), re-reads every day done flag of
+// the window. The others read what the change signals point at: monthly
+// tables whose information_schema signature moved, the invalidation
+// queue, the site-days of visits added since the last scan, new
+// report_to_invalidate options, and the days still unknown.
 func (d *Detector) Scan(ctx context.Context) (*Result, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	start := time.Now()
 	trips0 := d.db.RoundTrips()
 	now := d.opt.Now().UTC()
-	dbNow, err := d.db.Now(ctx)
+	vb, err := d.db.ReadVisitBounds(ctx)
 	if err != nil {
 		return nil, err
 	}
-	full := d.state == nil || now.Sub(d.state.fullAt) >= d.opt.FullRescanInterval
+	full := d.state == nil || now.Sub(d.state.fullAt) >= d.opt.FullRescanInterval ||
+		// log_visit rolled back or created again: a restore.
+		vb.Max < d.state.visits.Max || !vb.Created.Equal(d.state.visits.Created)
 	st := d.state
 	if full {
-		st = &state{sites: map[int]*siteState{}, fullAt: now}
+		st = newState(now)
 	}
-	sc := scanCtx{d: d, st: st, now: now, full: full}
+	sc := scanCtx{d: d, st: st, now: now, full: full, vb: vb, haveVB: true}
 	if err := sc.run(ctx); err != nil {
-		if full {
-			d.state = nil
-		}
+		// A half-applied incremental read is not a state to build on.
+		d.state = nil
 		return nil, err
 	}
-	st.watermark = dbNow
 	st.queued = make(map[matomo.SiteDate]time.Time, len(sc.queued))
 	for k, q := range sc.queued {
 		st.queued[k] = q.TSInvalidated
@@ -211,6 +226,10 @@ type scanCtx struct {
 	firstVisit map[int]time.Time
 	deleteOn   bool
 	deleteDays int
+	vb         matomo.VisitBounds
+	haveVB     bool
+	reports    map[matomo.SiteDate]bool // days named by report_to_invalidate options
+	touched    map[matomo.SiteDate]bool // days whose raw visits may have changed
 }
 
 func (sc *scanCtx) run(ctx context.Context) error {
@@ -235,36 +254,40 @@ func (sc *scanCtx) run(ctx context.Context) error {
 	if len(sc.st.sites) == 0 {
 		return nil
 	}
+	if !sc.haveVB {
+		if sc.vb, err = d.db.ReadVisitBounds(ctx); err != nil {
+			return err
+		}
+	}
 	ids := sc.siteIDs()
 	if err := sc.readQueue(ctx, ids); err != nil {
 		return err
 	}
-	if sc.full {
-		if err := sc.readAll(ctx, ids); err != nil {
-			return err
-		}
-	} else {
-		if err := sc.readChanged(ctx, ids); err != nil {
-			return err
-		}
+	if err := sc.readArchives(ctx, ids); err != nil {
+		return err
 	}
-	// Days never seen (new in the window, or in tables that do not
-	// exist) and open days are re-read individually.
+	if err := sc.readTouched(ctx); err != nil {
+		return err
+	}
+	// Days never seen (new in the window, or in tables that do not exist)
+	// are read individually.
 	if err := sc.readTargeted(ctx); err != nil {
 		return err
 	}
 	if err := sc.probe(ctx); err != nil {
 		return err
 	}
-	if sc.full && d.opt.VerifyDays > 0 {
-		if err := sc.verify(ctx); err != nil {
-			return err
-		}
+	if err := sc.verify(ctx); err != nil {
+		return err
 	}
 	if err := sc.archivedVisits(ctx); err != nil {
 		return err
 	}
-	return sc.readFirstVisits(ctx)
+	if err := sc.readFirstVisits(ctx); err != nil {
+		return err
+	}
+	sc.st.visits = sc.vb
+	return nil
 }
 
 // windows computes each selected site's window and drops sites that are
@@ -362,19 +385,49 @@ func (sc *scanCtx) readQueue(ctx context.Context, ids []int) error {
 	return nil
 }
 
-// tablesInWindow lists the existing monthly tables overlapping the window.
-func (sc *scanCtx) tablesInWindow(ctx context.Context) ([]matomo.ArchiveTable, error) {
-	all, err := sc.d.db.ArchiveTables(ctx)
+func (sc *scanCtx) inWindow(t matomo.ArchiveTable) bool {
+	return t.Month >= sc.window.Since.Month() && t.Month <= sc.window.Until
+}
+
+// readArchives reads the monthly tables of the window: all of them in a
+// full scan; in an incremental one those whose signature moved (new,
+// deleted or changed rows, or a table created again) or was too recent
+// to trust. The days of a table that disappeared are read again one by
+// one (they have no archive any more).
+func (sc *scanCtx) readArchives(ctx context.Context, ids []int) error {
+	sigs, err := sc.d.db.ArchiveTableSigs(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var out []matomo.ArchiveTable
-	for _, t := range all {
-		if t.Month >= sc.window.Since.Month() && t.Month <= sc.window.Until {
-			out = append(out, t)
+	prev := sc.st.tables
+	var read []matomo.ArchiveTable
+	now := make(map[string]matomo.TableSig, len(sigs))
+	for _, t := range sigs {
+		now[t.Name] = t
+		if !sc.inWindow(t.ArchiveTable) {
+			continue
+		}
+		p, ok := prev[t.Name]
+		if sc.full || !ok || p.Recent || !p.Created.Equal(t.Created) || !p.Updated.Equal(t.Updated) {
+			read = append(read, t.ArchiveTable)
 		}
 	}
-	return out, nil
+	if !sc.full {
+		for name, p := range prev {
+			if _, ok := now[name]; ok || !sc.inWindow(p.ArchiveTable) {
+				continue
+			}
+			next := p.Month.AddDays(31).Month()
+			for _, ss := range sc.st.sites {
+				for d := max(p.Month, ss.since); d < next && d <= ss.until; d++ {
+					ss.set(d, dsUnknown)
+				}
+			}
+		}
+	}
+	sc.st.tables = now
+	sc.stats.TablesRead = len(read)
+	return sc.readTables(ctx, ids, read)
 }
 
 type newestPair struct{ newest, ok matomo.DoneFlag }
@@ -440,12 +493,12 @@ func flagOf(k matomo.SiteDate, id, ts uint32, val uint8) matomo.DoneFlag {
 // what a full scan waits for).
 const slotBudget = 8 << 20
 
-// readAll reads every day done flag of the window, one monthly table per
-// query into a dense site × day-of-month buffer, then settles each day.
-func (sc *scanCtx) readAll(ctx context.Context, ids []int) error {
-	tables, err := sc.tablesInWindow(ctx)
-	if err != nil {
-		return err
+// readTables reads every day done flag of the given monthly tables, one
+// table per query into a dense site × day-of-month buffer, then settles
+// each day.
+func (sc *scanCtx) readTables(ctx context.Context, ids []int, tables []matomo.ArchiveTable) error {
+	if len(tables) == 0 {
+		return nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // an error stops the reads still going
@@ -516,8 +569,13 @@ func (sc *scanCtx) settleMonth(month matomo.Date, buf []slot, order []*siteState
 		for d := max(month, ss.since); d < next && d <= ss.until; d++ {
 			k := matomo.SiteDate{IDSite: ss.site.ID, Date: d}
 			sl := &buf[i*31+int(d-month)]
-			if sl.newestID == 0 {
-				sc.setNoArchive(ss, d) // no done row at all: no archive
+			if sl.newestID == 0 { // no done row at all: no archive
+				// Still none: what is known of its raw visits holds (new
+				// visits reach it through readTouched).
+				if v := ss.get(d); v == dsEmpty || (v == dsOpen && ss.open[d] != nil && ss.open[d].newest.IDArchive == 0) {
+					continue
+				}
+				sc.setNoArchive(ss, d)
 				continue
 			}
 			sc.apply(k, &newestPair{newest: flagOf(k, sl.newestID, sl.newestTS, sl.newestVal),
@@ -559,44 +617,15 @@ func (sc *scanCtx) apply(k matomo.SiteDate, p *newestPair, authoritative bool) {
 	ss.open[k.Date] = &dayInfo{newest: p.newest, newestOK: p.ok}
 }
 
-// readChanged reads archives written since the last scan through
-// index_period_archived (one query per table of the window).
-func (sc *scanCtx) readChanged(ctx context.Context, ids []int) error {
-	tables, err := sc.tablesInWindow(ctx)
-	if err != nil {
-		return err
-	}
-	names := make([]string, len(tables))
-	for i, t := range tables {
-		names[i] = t.Name
-	}
-	m := map[matomo.SiteDate]*newestPair{}
-	// A second of slack: ts_archived has second precision.
-	since := sc.st.watermark.Add(-time.Second)
-	err = sc.d.db.DoneFlags(ctx, names, ids, since, func(f matomo.DoneFlag) {
-		sc.stats.DoneRows++
-		merge(m, f)
-	})
-	if err != nil {
-		return err
-	}
-	for k, p := range m {
-		sc.apply(k, p, false)
-	}
-	return nil
-}
-
-// readTargeted re-reads every flag of unknown and open days.
+// readTargeted reads every flag of the unknown days.
 func (sc *scanCtx) readTargeted(ctx context.Context) error {
 	byTable := map[string][]matomo.SiteDate{}
 	for id, ss := range sc.st.sites {
 		for i, v := range ss.days {
 			d := ss.since.AddDays(i)
-			// Incremental scans re-read the open days whose done value
-			// Matomo may change in place without a new ts_archived: a
-			// queued day (1 -> 4) and a run's own flag (2 -> 1). New
-			// archives of any other day show up in readChanged.
-			if v == dsUnknown || (v == dsOpen && !sc.full && sc.mayChangeInPlace(id, d, ss.open[d])) {
+			// Changes to known days (new rows, deletions, done values
+			// changed in place) show in their table's signature.
+			if v == dsUnknown {
 				byTable[matomo.TableFor(d)] = append(byTable[matomo.TableFor(d)], matomo.SiteDate{IDSite: id, Date: d})
 			}
 		}
@@ -626,19 +655,6 @@ func (sc *scanCtx) readTargeted(ctx context.Context) error {
 	return nil
 }
 
-func (sc *scanCtx) mayChangeInPlace(id int, d matomo.Date, info *dayInfo) bool {
-	switch {
-	case info.newest.IDArchive == 0:
-		return false
-	case sc.queuedDay(id, d):
-		// Re-read once after Matomo queued it; afterwards only a new
-		// archive row (readChanged) or a new queue row changes it.
-		return sc.newlyQueued(sc.queued[matomo.SiteDate{IDSite: id, Date: d}])
-	}
-	v := info.newest.Value
-	return v == matomo.DoneError || v == matomo.DonePartial
-}
-
 // newlyQueued: a queue row the previous scan did not see (compared by
 // content, not by clock: ts_invalidated is written with Matomo's clock).
 func (sc *scanCtx) newlyQueued(q matomo.DayInvalidation) bool {
@@ -661,8 +677,11 @@ func (sc *scanCtx) probe(ctx context.Context) error {
 	probed := 0
 	for id, ss := range sc.st.sites {
 		var days []matomo.Date
+		// A visit that goes on past midnight moves to the next day without
+		// a new idvisit: the last two days' counts are always refreshed.
+		recent := matomo.Today(ss.site.Loc, sc.now).AddDays(-2)
 		for d, info := range ss.open {
-			if !info.rawKnown || sc.full {
+			if !info.rawKnown || sc.full || d >= recent {
 				days = append(days, d)
 			}
 		}
@@ -712,28 +731,129 @@ func (sc *scanCtx) probe(ctx context.Context) error {
 	return nil
 }
 
+// readTouched finds the site-days whose raw visits may have changed since
+// the last scan: the days of visits added to log_visit (idvisit above the
+// last MAX; read as 15-minute slots per site) and the days of new
+// report_to_invalidate options. An empty day is probed again, an open
+// day's count is refreshed, a good day is checked for staleness (verify).
+// A purge (MIN(idvisit) moved) refreshes every open day's count.
+func (sc *scanCtx) readTouched(ctx context.Context) error {
+	reps, err := sc.d.db.ReportsToInvalidate(ctx)
+	if err != nil {
+		return err
+	}
+	sc.reports = make(map[matomo.SiteDate]bool, len(reps))
+	sc.touched = map[matomo.SiteDate]bool{}
+	names := make(map[string]bool, len(reps))
+	for _, r := range reps {
+		names[r.Name] = true
+		sc.reports[r.SiteDate] = true
+		if !sc.full && !sc.st.reports[r.Name] {
+			sc.touched[r.SiteDate] = true
+		}
+	}
+	sc.st.reports = names
+	if sc.full {
+		return nil
+	}
+	prev := sc.st.visits
+	if sc.vb.Min != prev.Min {
+		// Raw data was purged: counts of open days and first visits moved.
+		for _, ss := range sc.st.sites {
+			for _, info := range ss.open {
+				info.rawKnown = false
+			}
+		}
+		clear(sc.st.firstVisit)
+		clear(sc.st.firstRead)
+	}
+	if sc.vb.Max > prev.Max {
+		// Visits are inserted with ids from AUTO_INCREMENT; one committed
+		// after a higher one was read would be missed until the next full
+		// scan (Matomo's tracker commits each visit on its own).
+		slots, err := sc.d.db.NewVisitSlots(ctx, prev.Max, sc.vb.Max)
+		if err != nil {
+			return err
+		}
+		for _, sl := range slots {
+			ss := sc.st.sites[sl.IDSite]
+			if ss == nil {
+				continue
+			}
+			from := time.Unix(sl.Slot*matomo.SlotSeconds, 0).In(ss.site.Loc)
+			to := from.Add(matomo.SlotSeconds*time.Second - time.Second)
+			for _, d := range []matomo.Date{matomo.DateOf(from), matomo.DateOf(to)} {
+				if d >= ss.since && d <= ss.until {
+					sc.touched[matomo.SiteDate{IDSite: sl.IDSite, Date: d}] = true
+				}
+			}
+		}
+	}
+	for k := range sc.touched {
+		ss := sc.st.sites[k.IDSite]
+		if ss == nil {
+			continue
+		}
+		switch ss.get(k.Date) {
+		case dsEmpty:
+			sc.setNoArchive(ss, k.Date)
+		case dsOpen:
+			if info := ss.open[k.Date]; info != nil {
+				info.rawKnown = false
+			}
+		}
+	}
+	return nil
+}
+
+// verifiable: the days checked for raw > archived (stale). One rule for
+// every scan: the last VerifyDays of the window and the days the tracker
+// remembered (report_to_invalidate). A full scan checks all of them; an
+// incremental one those whose raw visits may have changed since.
+func (sc *scanCtx) verifiable(ss *siteState, d matomo.Date) bool {
+	return sc.inVerifyRange(ss, d) || sc.reports[matomo.SiteDate{IDSite: ss.site.ID, Date: d}]
+}
+
 // verify compares raw visits with nb_visits of the good archives of the
-// last VerifyDays of each window (full scans only: it is the one check
-// whose cost grows with traffic, and late data is rare).
+// verifiable days (see verifiable): the one check whose cost grows with
+// traffic.
 func (sc *scanCtx) verify(ctx context.Context) error {
 	type cand struct {
 		k  matomo.SiteDate
 		id int64
 	}
 	byTable := map[string][]matomo.SiteDate{}
-	for id, ss := range sc.st.sites {
-		for d := max(ss.since, ss.until.AddDays(1-sc.d.opt.VerifyDays)); d <= ss.until; d++ {
-			if ss.get(d) == dsGood {
-				byTable[matomo.TableFor(d)] = append(byTable[matomo.TableFor(d)], matomo.SiteDate{IDSite: id, Date: d})
+	add := func(ss *siteState, d matomo.Date) {
+		if ss.get(d) == dsGood && sc.verifiable(ss, d) {
+			byTable[matomo.TableFor(d)] = append(byTable[matomo.TableFor(d)], matomo.SiteDate{IDSite: ss.site.ID, Date: d})
+		}
+	}
+	if sc.full {
+		for _, ss := range sc.st.sites {
+			if vd := sc.d.opt.VerifyDays; vd > 0 {
+				for d := max(ss.since, ss.until.AddDays(1-vd)); d <= ss.until; d++ {
+					add(ss, d)
+				}
+			}
+		}
+		for k := range sc.reports {
+			if ss := sc.st.sites[k.IDSite]; ss != nil && !sc.inVerifyRange(ss, k.Date) {
+				add(ss, k.Date)
+			}
+		}
+	} else {
+		for k := range sc.touched {
+			if ss := sc.st.sites[k.IDSite]; ss != nil {
+				add(ss, k.Date)
 			}
 		}
 	}
-	var cands []cand
 	for t, keys := range byTable {
 		m := map[matomo.SiteDate]*newestPair{}
 		if err := sc.d.db.DoneFlagsFor(ctx, t, keys, func(f matomo.DoneFlag) { merge(m, f) }); err != nil {
 			return err
 		}
+		var cands []cand
 		ids := make([]int64, 0, len(keys))
 		for _, k := range keys {
 			if p := m[k]; p != nil {
@@ -745,23 +865,18 @@ func (sc *scanCtx) verify(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		var probes []matomo.Probe
-		var pc []cand
-		for _, c := range cands {
-			if matomo.TableFor(c.k.Date) != t {
-				continue
-			}
+		probes := make([]matomo.Probe, len(cands))
+		for i, c := range cands {
 			ss := sc.st.sites[c.k.IDSite]
 			s, e := matomo.DayBounds(ss.site.Loc, c.k.Date)
-			probes = append(probes, matomo.Probe{IDSite: c.k.IDSite, From: s, To: e})
-			pc = append(pc, c)
+			probes[i] = matomo.Probe{IDSite: c.k.IDSite, From: s, To: e}
 		}
 		counts, err := sc.d.db.CountVisits(ctx, probes)
 		if err != nil {
 			return err
 		}
 		sc.stats.Probes += len(probes)
-		for i, c := range pc {
+		for i, c := range cands {
 			a := nb[c.id]
 			if counts[i] > a {
 				ss := sc.st.sites[c.k.IDSite]
@@ -772,6 +887,11 @@ func (sc *scanCtx) verify(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+func (sc *scanCtx) inVerifyRange(ss *siteState, d matomo.Date) bool {
+	vd := sc.d.opt.VerifyDays
+	return vd > 0 && d > ss.until.AddDays(-vd)
 }
 
 // archivedVisits fills nb_visits of open days that have an archive.
