@@ -113,6 +113,10 @@ type state struct {
 	// when a purge moves log_visit's MIN(idvisit), which clears it.
 	firstVisit map[int]time.Time
 	firstRead  map[int]bool
+	// identity is matomo.DB.Identity at the last full scan; a state
+	// loaded from a file is checked against it before its first use.
+	identity      string
+	checkIdentity bool
 }
 
 func newState(now time.Time) *state {
@@ -186,12 +190,26 @@ func (d *Detector) Scan(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if d.state != nil && d.state.checkIdentity {
+		ok, err := d.loadedStateValid(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			d.state = nil // saved for another database, or before a restore
+		} else {
+			d.state.checkIdentity = false
+		}
+	}
 	full := d.state == nil || now.Sub(d.state.fullAt) >= d.opt.FullRescanInterval ||
 		// log_visit rolled back or created again: a restore.
 		vb.Max < d.state.visits.Max || !vb.Created.Equal(d.state.visits.Created)
 	st := d.state
 	if full {
 		st = newState(now)
+		if st.identity, err = d.db.Identity(ctx); err != nil {
+			return nil, err
+		}
 	}
 	sc := scanCtx{d: d, st: st, now: now, full: full, vb: vb, haveVB: true}
 	if err := sc.run(ctx); err != nil {
@@ -280,6 +298,7 @@ func (sc *scanCtx) run(ctx context.Context) error {
 	if err := sc.verify(ctx); err != nil {
 		return err
 	}
+	sc.unverifiable()
 	if err := sc.archivedVisits(ctx); err != nil {
 		return err
 	}
@@ -723,8 +742,15 @@ func (sc *scanCtx) probe(ctx context.Context) error {
 	for _, r := range req {
 		ss := sc.st.sites[r.IDSite]
 		for d, info := range ss.open {
-			if info.raw == 0 && info.newest.IDArchive == 0 && !sc.queuedDay(r.IDSite, d) {
+			switch {
+			case info.raw == 0 && info.newest.IDArchive == 0 && !sc.queuedDay(r.IDSite, d):
 				ss.set(d, dsEmpty)
+			case info.stale && info.archived != nil && info.raw <= *info.archived:
+				// Visits went (a purge): no longer more raw than archived.
+				info.stale = false
+				if info.newest.Good(ss.site.Loc) && !sc.queuedDay(r.IDSite, d) {
+					ss.set(d, dsGood)
+				}
 			}
 		}
 	}
@@ -782,6 +808,12 @@ func (sc *scanCtx) readTouched(ctx context.Context) error {
 			}
 			from := time.Unix(sl.Slot*matomo.SlotSeconds, 0).In(ss.site.Loc)
 			to := from.Add(matomo.SlotSeconds*time.Second - time.Second)
+			// A visit tracked late, before the site's first one, moves
+			// the first raw day back (the rule compares days, and a slot
+			// lies inside one day).
+			if fv, ok := sc.st.firstVisit[sl.IDSite]; sc.st.firstRead[sl.IDSite] && (!ok || from.Before(fv)) {
+				sc.st.firstVisit[sl.IDSite] = from.UTC()
+			}
 			for _, d := range []matomo.Date{matomo.DateOf(from), matomo.DateOf(to)} {
 				if d >= ss.since && d <= ss.until {
 					sc.touched[matomo.SiteDate{IDSite: sl.IDSite, Date: d}] = true
@@ -887,6 +919,23 @@ func (sc *scanCtx) verify(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// unverifiable forgets staleness found on days that left the verifiable
+// set (the window moved, the tracker's option went): a full scan would not
+// check them, and one rule must give one answer.
+func (sc *scanCtx) unverifiable() {
+	for _, ss := range sc.st.sites {
+		for d, info := range ss.open {
+			if !info.stale || sc.verifiable(ss, d) {
+				continue
+			}
+			info.stale = false
+			if info.newest.Good(ss.site.Loc) && !sc.queuedDay(ss.site.ID, d) {
+				ss.set(d, dsGood)
+			}
+		}
+	}
 }
 
 func (sc *scanCtx) inVerifyRange(ss *siteState, d matomo.Date) bool {
