@@ -281,6 +281,7 @@ func (sc *scanCtx) run(ctx context.Context) error {
 	if err := sc.readQueue(ctx, ids); err != nil {
 		return err
 	}
+	sc.touched = map[matomo.SiteDate]bool{}
 	if err := sc.readArchives(ctx, ids); err != nil {
 		return err
 	}
@@ -295,6 +296,7 @@ func (sc *scanCtx) run(ctx context.Context) error {
 	if err := sc.probe(ctx); err != nil {
 		return err
 	}
+	sc.settleOpen()
 	if err := sc.verify(ctx); err != nil {
 		return err
 	}
@@ -603,6 +605,28 @@ func (sc *scanCtx) settleMonth(month matomo.Date, buf []slot, order []*siteState
 	}
 }
 
+// setGood settles a day as good. In an incremental scan a day that just
+// became good is checked for staleness like a full scan checks every good
+// day (when it is verifiable).
+func (sc *scanCtx) setGood(ss *siteState, d matomo.Date) {
+	if !sc.full && ss.get(d) != dsGood {
+		sc.touched[matomo.SiteDate{IDSite: ss.site.ID, Date: d}] = true
+	}
+	ss.set(d, dsGood)
+}
+
+// settleOpen settles the open days whose reason to stay open went away
+// (their queue row was worked off without a new archive).
+func (sc *scanCtx) settleOpen() {
+	for _, ss := range sc.st.sites {
+		for d, info := range ss.open {
+			if !info.stale && info.newest.Good(ss.site.Loc) && !sc.queuedDay(ss.site.ID, d) {
+				sc.setGood(ss, d)
+			}
+		}
+	}
+}
+
 func (sc *scanCtx) setNoArchive(ss *siteState, d matomo.Date) {
 	ss.set(d, dsOpen)
 	ss.open[d] = &dayInfo{}
@@ -628,7 +652,7 @@ func (sc *scanCtx) apply(k matomo.SiteDate, p *newestPair, authoritative bool) {
 	}
 	if p.newest.Good(ss.site.Loc) {
 		if _, q := sc.queued[k]; !q {
-			ss.set(k.Date, dsGood)
+			sc.setGood(ss, k.Date)
 			return
 		}
 	}
@@ -748,9 +772,6 @@ func (sc *scanCtx) probe(ctx context.Context) error {
 			case info.stale && info.archived != nil && info.raw <= *info.archived:
 				// Visits went (a purge): no longer more raw than archived.
 				info.stale = false
-				if info.newest.Good(ss.site.Loc) && !sc.queuedDay(r.IDSite, d) {
-					ss.set(d, dsGood)
-				}
 			}
 		}
 	}
@@ -769,7 +790,6 @@ func (sc *scanCtx) readTouched(ctx context.Context) error {
 		return err
 	}
 	sc.reports = make(map[matomo.SiteDate]bool, len(reps))
-	sc.touched = map[matomo.SiteDate]bool{}
 	names := make(map[string]bool, len(reps))
 	for _, r := range reps {
 		names[r.Name] = true
@@ -922,12 +942,14 @@ func (sc *scanCtx) verify(ctx context.Context) error {
 }
 
 // unverifiable forgets staleness found on days that left the verifiable
-// set (the window moved, the tracker's option went): a full scan would not
-// check them, and one rule must give one answer.
+// set (the window moved, the tracker's option went) or were queued since:
+// a full scan would not check them, and one rule must give one answer.
 func (sc *scanCtx) unverifiable() {
 	for _, ss := range sc.st.sites {
 		for d, info := range ss.open {
-			if !info.stale || sc.verifiable(ss, d) {
+			// A queued day is not good, so a full scan would not check it
+			// either: Matomo is rebuilding it anyway.
+			if !info.stale || (sc.verifiable(ss, d) && !sc.queuedDay(ss.site.ID, d)) {
 				continue
 			}
 			info.stale = false
