@@ -373,17 +373,11 @@ func selected(id int, include, exclude []int) bool {
 	return len(include) == 0 || slices.Contains(include, id)
 }
 
-func (sc *scanCtx) siteIDs() []int {
-	if len(sc.d.opt.Include) == 0 && len(sc.d.opt.Exclude) == 0 {
-		return nil // all sites: no filter in SQL
-	}
-	ids := make([]int, 0, len(sc.st.sites))
-	for id := range sc.st.sites {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
-}
+// siteIDs is the idsite filter sent with the window-wide reads: none.
+// sites.include/exclude are applied in Go (rows of other sites are
+// skipped), so they never change the server's access path: an IN list of
+// a thousand ids turned the measured table scan into index range reads.
+func (sc *scanCtx) siteIDs() []int { return nil }
 
 func (sc *scanCtx) readQueue(ctx context.Context, ids []int) error {
 	inv, _, err := sc.d.db.DayInvalidations(ctx, sc.window.Since, sc.window.Until, ids)

@@ -994,12 +994,17 @@ type VisitSlot struct {
 // SlotSeconds is the length of a VisitSlot.
 const SlotSeconds = 900
 
+// NewVisitSlotsSQL is NewVisitSlots' query: a range on the primary key.
+func (d *DB) NewVisitSlotsSQL() string {
+	return "SELECT idsite, FLOOR(UNIX_TIMESTAMP(visit_last_action_time) / 900) FROM " + d.T("log_visit") +
+		" WHERE idvisit > ? AND idvisit <= ? GROUP BY 1, 2"
+}
+
 // NewVisitSlots returns the slots of the visits with after < idvisit <=
 // upto: a primary-key range, grouped on the server so that a busy hour
 // of tracking comes back as a few rows per site.
 func (d *DB) NewVisitSlots(ctx context.Context, after, upto int64) ([]VisitSlot, error) {
-	rows, cancel, err := d.query(ctx, "SELECT idsite, FLOOR(UNIX_TIMESTAMP(visit_last_action_time) / 900) FROM "+d.T("log_visit")+
-		" WHERE idvisit > ? AND idvisit <= ? GROUP BY 1, 2", after, upto)
+	rows, cancel, err := d.query(ctx, d.NewVisitSlotsSQL(), after, upto)
 	if err != nil {
 		return nil, fmt.Errorf("reading new visits from %slog_visit: %w", d.prefix, err)
 	}

@@ -172,6 +172,9 @@ func TestQueryPlans(t *testing.T) {
 	if typ, key := explain(t, e.DB, db.DoneFlagsSinceSQL("archive_numeric_2026_11", nil), ts("2026-11-27 00:00:00")); typ != "range" || key != "index_period_archived" {
 		t.Errorf("incremental plan: type=%s key=%s, want range on index_period_archived", typ, key)
 	}
+	if typ, key := explain(t, e.DB, db.NewVisitSlotsSQL(), 10, 20); typ != "range" || key != "PRIMARY" {
+		t.Errorf("new-visits plan: type=%s key=%s, want range on PRIMARY", typ, key)
+	}
 	keys := []matomo.SiteDate{{IDSite: 1, Date: d}, {IDSite: 2, Date: d.AddDays(1)}}
 	if typ, key := explain(t, e.DB, db.DoneFlagsForSQL("archive_numeric_2026_11", keys)); typ != "range" || key != "index_idsite_dates_period" {
 		t.Errorf("targeted plan: type=%s key=%s, want range on index_idsite_dates_period", typ, key)
