@@ -100,4 +100,3 @@ func (e *EncodedGaps) Handler(g prometheus.Gatherer) http.Handler {
 		w.Write(*e.buf.Load())
 	})
 }
-
