@@ -180,3 +180,59 @@ func TestQueryPlans(t *testing.T) {
 		t.Errorf("targeted plan: type=%s key=%s, want range on index_idsite_dates_period", typ, key)
 	}
 }
+
+// The change signals: table signatures move on insert, delete, update in
+// place and re-creation; tracker options parse, junk names are skipped;
+// visit bounds and new-visit slots.
+func TestChangeSignals(t *testing.T) {
+	e := matomotest.New(t)
+	e.AddSite(1, "UTC", "2026-01-01")
+	e.AddDayArchive(1, "2026-11-10", 1, ts("2026-11-11 01:00:00"), 3)
+	db := open(t, e)
+	ctx := context.Background()
+	sig := func() matomo.TableSig {
+		t.Helper()
+		sigs, err := db.ArchiveTableSigs(ctx)
+		if err != nil || len(sigs) != 1 || sigs[0].Name != "archive_numeric_2026_11" {
+			t.Fatalf("sigs %+v, %v", sigs, err)
+		}
+		return sigs[0]
+	}
+	s0 := sig()
+	if s0.Created.IsZero() || !s0.Recent {
+		t.Errorf("fresh table: %+v (want a creation time, recent)", s0)
+	}
+	e.Exec("UPDATE {p}archive_numeric_2026_11 SET value = 4 WHERE name = 'done'")
+	if s := sig(); s.Updated.IsZero() || !s.Recent {
+		t.Errorf("after an update in place: %+v", s)
+	}
+	e.Exec("DROP TABLE {p}archive_numeric_2026_11")
+	e.AddDayArchive(1, "2026-11-10", 1, ts("2026-11-11 01:00:00"), 3)
+	if s := sig(); s.Created.Before(s0.Created) {
+		t.Errorf("re-created table: created %v before %v", s.Created, s0.Created)
+	}
+
+	e.SetOption("1kH1_report_to_invalidate_1_2026-11-26_10510", "1").
+		SetOption("report_to_invalidate_12_2026-02-03", "1").
+		SetOption("xx_report_to_invalidate_abc_2026-13-45_1", "1").
+		SetOption("report_to_invalidate_1_2026-02-30_7", "1")
+	reps, err := db.ReportsToInvalidate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reps) != 2 || reps[0].IDSite+reps[1].IDSite != 13 {
+		t.Errorf("reports: %+v (want sites 1 and 12; junk names and impossible dates skipped)", reps)
+	}
+
+	e.AddVisits(1, ts("2026-11-10 10:07:00"), 2)
+	b, err := db.ReadVisitBounds(ctx)
+	if err != nil || b.Min != 1 || b.Max != 2 || b.Created.IsZero() {
+		t.Fatalf("bounds %+v, %v", b, err)
+	}
+	e.AddVisits(1, ts("2026-11-12 23:59:00"), 1)
+	slots, err := db.NewVisitSlots(ctx, b.Max, b.Max+1)
+	want := ts("2026-11-12 23:45:00").Unix() / matomo.SlotSeconds
+	if err != nil || len(slots) != 1 || slots[0].IDSite != 1 || slots[0].Slot != want {
+		t.Errorf("slots %+v, %v; want slot %d", slots, err, want)
+	}
+}
