@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/matomod/matomod/internal/matomo"
@@ -147,7 +148,9 @@ func (st *state) saved() savedState {
 		}
 	}
 	for id, ss := range st.sites {
-		sv := savedSite{ID: id, Since: ss.since, Until: ss.until, Days: ss.days}
+		// A copy: the file is encoded after the lock is released, while
+		// the next scan may already change the live slice.
+		sv := savedSite{ID: id, Since: ss.since, Until: ss.until, Days: slices.Clone(ss.days)}
 		for d, info := range ss.open {
 			sv.Open = append(sv.Open, savedDay{Date: d, Newest: info.newest, NewestOK: info.newestOK, Raw: info.raw,
 				RawKnown: info.rawKnown, Archived: info.archived, Stale: info.stale})

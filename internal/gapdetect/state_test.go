@@ -115,3 +115,18 @@ func TestLoadStateErrors(t *testing.T) {
 		t.Error("a bad file left a state")
 	}
 }
+
+// SaveState encodes its snapshot after releasing the lock, while the next
+// scan may change day states in place: the snapshot must not alias them.
+func TestSavedStateDoesNotAliasLiveState(t *testing.T) {
+	e := matomotest.New(t)
+	archivedSite(e, 1)
+	d := New(openDB(t, e), Options{Now: func() time.Time { return testNow }})
+	scan(t, d)
+	saved := d.state.saved()
+	before := saved.Sites[0].Days[0]
+	d.state.sites[saved.Sites[0].ID].days[0] = before + 1
+	if saved.Sites[0].Days[0] != before {
+		t.Error("the saved snapshot shares its day states with the live state")
+	}
+}
