@@ -353,8 +353,14 @@ func (sc *scanCtx) windows(sites []matomo.Site) error {
 		ss.site = s
 		ss.resize(since, until)
 	}
+	exists := make(map[int]bool, len(sites))
+	for _, s := range sites {
+		exists[s.ID] = true
+	}
 	for _, id := range o.Include {
-		if !seen[id] && !slices.ContainsFunc(sc.siteErrors, func(e SiteError) bool { return e.IDSite == id }) {
+		// A site that is both included and excluded exists; only an id
+		// Matomo does not know is the operator's mistake.
+		if !exists[id] {
 			return fmt.Errorf("site %d does not exist in Matomo: check --sites / sites.include", id)
 		}
 	}
