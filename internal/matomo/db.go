@@ -1079,3 +1079,28 @@ func (d *DB) Identity(ctx context.Context) (string, error) {
 	}
 	return fmt.Sprintf("%s:%d/%s/%s/%d", host, port, schema, d.prefix, c.Time.Unix()), nil
 }
+
+// NewestDone reads the newest plain day done flag (see Newer) of each
+// site-day, grouped by monthly table; days without one are absent. With
+// DoneFlag.Good it is the one way to ask "is this day archived?", for the
+// repair's check after a run as for the scan.
+func (d *DB) NewestDone(ctx context.Context, keys []SiteDate) (map[SiteDate]DoneFlag, error) {
+	byTable := map[string][]SiteDate{}
+	for _, k := range keys {
+		t := TableFor(k.Date)
+		byTable[t] = append(byTable[t], k)
+	}
+	out := make(map[SiteDate]DoneFlag, len(keys))
+	for t, ks := range byTable {
+		err := d.DoneFlagsFor(ctx, t, ks, func(f DoneFlag) {
+			k := SiteDate{IDSite: f.IDSite, Date: f.Date}
+			if n, ok := out[k]; !ok || f.Newer(n) {
+				out[k] = f
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}

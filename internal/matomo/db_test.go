@@ -236,3 +236,35 @@ func TestChangeSignals(t *testing.T) {
 		t.Errorf("slots %+v, %v; want slot %d", slots, err, want)
 	}
 }
+
+// NewestDone + Good: the newest plain done flag decides, segment flags do
+// not count, and an archive written before the local day ended is not good.
+func TestNewestDoneGood(t *testing.T) {
+	e := matomotest.New(t)
+	e.AddSite(1, "America/New_York", "2026-01-01")
+	e.AddDayArchive(1, "2026-11-10", 1, ts("2026-11-11 06:00:00"), 3)
+	e.AddDayArchive(1, "2026-11-10", 4, ts("2026-11-12 06:00:00"), 3) // newer, invalidated
+	e.AddDayArchive(1, "2026-11-11", 1, ts("2026-11-12 04:30:00"), 3) // before 05:00 UTC: the local day had not ended
+	e.AddDayArchive(1, "2026-11-12", 1, ts("2026-11-13 05:00:00"), 3)
+	e.AddArchive(matomotest.ArchiveRow{IDSite: 1, Period: 1, Date1: "2026-11-13", Name: "done.VisitsSummary", TSArchived: ts("2026-11-14 06:00:00"), NbVisits: 1})
+	db := open(t, e)
+	loc, _ := matomo.LoadLocation("America/New_York")
+	var keys []matomo.SiteDate
+	for d := 10; d <= 13; d++ {
+		keys = append(keys, matomo.SiteDate{IDSite: 1, Date: matomo.NewDate(2026, 11, d)})
+	}
+	newest, err := db.NewestDone(context.Background(), keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []bool{false, false, true, false}
+	for i, k := range keys {
+		f, ok := newest[k]
+		if got := ok && f.Good(loc); got != want[i] {
+			t.Errorf("%s: good %v (%+v), want %v", k.Date, got, f, want[i])
+		}
+	}
+	if _, ok := newest[keys[3]]; ok {
+		t.Error("a plugin done flag counted as the day's archive")
+	}
+}
