@@ -2,6 +2,8 @@ package metrics
 
 import (
 	"bytes"
+	"compress/gzip"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -53,6 +55,26 @@ func TestEncodedGapsSameAsRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := parse(t, get(t, enc.Handler(reg2)))
+	// gzip: the small registry part and the prepared gap part are two
+	// gzip members of one stream; a client reads them as one body.
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	enc.Handler(reg2).ServeHTTP(rec, req)
+	if rec.Header().Get("Content-Encoding") != "gzip" {
+		t.Fatalf("no gzip: %v", rec.Header())
+	}
+	zr, err := gzip.NewReader(rec.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gz := parse(t, body); gz["matomo_archive_gaps"] != got["matomo_archive_gaps"] || len(gz) != len(got) {
+		t.Errorf("gzipped scrape differs from the plain one: %d families vs %d", len(gz), len(got))
+	}
 	for name, w := range want {
 		if strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") {
 			continue // runtime values differ between two gathers
