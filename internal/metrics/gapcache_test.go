@@ -103,3 +103,34 @@ func BenchmarkEncodedScrape10kSitesAllWithGaps(b *testing.B) {
 	}
 	b.ReportMetric(float64(size), "bytes/scrape")
 }
+
+// BenchmarkEncodedScrapeGzip10kSitesAllWithGaps: the same, asked with
+// Accept-Encoding: gzip as Prometheus asks.
+func BenchmarkEncodedScrapeGzip10kSitesAllWithGaps(b *testing.B) {
+	_, reg := newTest(b)
+	enc := NewEncodedGaps()
+	if err := enc.Set(sites(10_000, 1)); err != nil {
+		b.Fatal(err)
+	}
+	h := enc.Handler(reg)
+	size := 0
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+		req.Header.Set("Accept-Encoding", "gzip")
+		h.ServeHTTP(rec, req)
+		size = rec.Body.Len()
+	}
+	b.ReportMetric(float64(size), "bytes/scrape")
+}
+
+// BenchmarkEncodedGapsSet10kSites is the price paid once per scan.
+func BenchmarkEncodedGapsSet10kSites(b *testing.B) {
+	enc := NewEncodedGaps()
+	s := sites(10_000, 1)
+	for b.Loop() {
+		if err := enc.Set(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
