@@ -141,6 +141,11 @@ func TestIncrementalEqualsFullScan(t *testing.T) {
 			dropped = false
 			return "restore 2026_10"
 		},
+		func() string { // time passes: grace periods end, the window moves at midnight
+			d := time.Duration(10+rng.IntN(300)) * time.Minute
+			now = now.Add(d)
+			return fmt.Sprintf("time passes %v (now %s)", d, now.Format(time.DateTime))
+		},
 		func() string { // log purge: the oldest raw visits go (ids follow time)
 			e.Exec("DELETE FROM {p}log_visit ORDER BY idvisit LIMIT 2")
 			return "purge the 2 oldest visits"

@@ -1,9 +1,11 @@
 package gapdetect
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -211,5 +213,28 @@ func TestThousandIncludedSites(t *testing.T) {
 	}
 	if some.SitesScanned != 999 || some.Stats.RoundTrips != all.Stats.RoundTrips {
 		t.Errorf("filtered scan: %d sites, %d round trips; unfiltered: %d round trips", some.SitesScanned, some.Stats.RoundTrips, all.Stats.RoundTrips)
+	}
+}
+
+// Issue 11: a site whose time zone matomod cannot read is never skipped
+// in silence: the result names it with the reason (the CLI prints it and
+// must exit non-zero; the metric matomod_gap_scan_sites_skipped counts it).
+func TestUnreadableTimeZoneIsReported(t *testing.T) {
+	e := matomotest.New(t)
+	e.AddSite(1, "UTC", "2026-11-01").AddSite(3, "Europe/Atlantis", "2026-11-01").AddSite(4, "UTC+99", "2026-11-01")
+	e.AddVisits(3, ts("2026-11-10 10:00:00"), 2)
+	db := openDB(t, e)
+	r := scan(t, New(db, Options{Now: func() time.Time { return testNow }, Include: []int{3}}))
+	if r.SitesScanned != 0 || len(r.SiteErrors) != 1 || r.SiteErrors[0].IDSite != 3 ||
+		!strings.Contains(r.SiteErrors[0].Error, `"Europe/Atlantis" is unknown`) {
+		t.Errorf("--sites 3: scanned %d, errors %+v", r.SitesScanned, r.SiteErrors)
+	}
+	r = scan(t, New(db, Options{Now: func() time.Time { return testNow }}))
+	if r.SitesScanned != 1 || len(r.SiteErrors) != 2 || r.SiteErrors[1].IDSite != 4 || !strings.Contains(r.SiteErrors[1].Error, "not a valid UTC offset") {
+		t.Errorf("all sites: scanned %d, errors %+v", r.SitesScanned, r.SiteErrors)
+	}
+	if _, err := New(db, Options{Now: func() time.Time { return testNow }}).Assess(context.Background(), 3, day("2026-11-10"), day("2026-11-10")); err == nil ||
+		!strings.Contains(err.Error(), "Europe/Atlantis") {
+		t.Errorf("repair --dates on the site: %v", err)
 	}
 }
