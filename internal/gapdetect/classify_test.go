@@ -136,3 +136,35 @@ func TestRepairableTable(t *testing.T) {
 		}
 	}
 }
+
+func TestTableChanged(t *testing.T) {
+	at := ts("2026-12-03 10:00:00")
+	base := matomo.TableSig{Created: at, Updated: at.Add(time.Hour), Seq: 100}
+	cases := []struct {
+		name string
+		now  func(s matomo.TableSig) matomo.TableSig
+		want bool
+	}{
+		{"unchanged", func(s matomo.TableSig) matomo.TableSig { return s }, false},
+		{"updated", func(s matomo.TableSig) matomo.TableSig { s.Updated = s.Updated.Add(time.Second); return s }, true},
+		{"created again", func(s matomo.TableSig) matomo.TableSig { s.Created = s.Created.Add(time.Minute); return s }, true},
+		{"UPDATE_TIME lost (restart, eviction)", func(s matomo.TableSig) matomo.TableSig { s.Updated = time.Time{}; return s }, true},
+		// Evicted before and after a change: UPDATE_TIME reads NULL both
+		// times, the sequence row still moved.
+		{"new archive in an evicted table", func(s matomo.TableSig) matomo.TableSig { s.Updated = time.Time{}; s.Seq++; return s }, true},
+	}
+	for _, c := range cases {
+		prev := base
+		if c.name == "new archive in an evicted table" {
+			prev.Updated = time.Time{}
+		}
+		if got := tableChanged(prev, c.now(base)); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+	recent := base
+	recent.Recent = true
+	if !tableChanged(recent, base) {
+		t.Error("a table read within a second of its last change is read again")
+	}
+}

@@ -430,7 +430,7 @@ func (sc *scanCtx) readArchives(ctx context.Context, ids []int) error {
 			continue
 		}
 		p, ok := prev[t.Name]
-		if sc.full || !ok || p.Recent || !p.Created.Equal(t.Created) || !p.Updated.Equal(t.Updated) {
+		if sc.full || !ok || tableChanged(p, t) {
 			read = append(read, t.ArchiveTable)
 		}
 	}
@@ -450,6 +450,16 @@ func (sc *scanCtx) readArchives(ctx context.Context, ids []int) error {
 	sc.st.tables = now
 	sc.stats.TablesRead = len(read)
 	return sc.readTables(ctx, ids, read)
+}
+
+// tableChanged: whether a monthly table may hold changes since prev was
+// read. UPDATE_TIME moves with every committed change but reads NULL after
+// a server restart or an eviction from the dictionary cache (a table
+// evicted again after a change would look unchanged): the sequence row
+// still shows new archives, queue rows show invalidations, and only a
+// deletion in such a table waits for the full rescan.
+func tableChanged(prev, now matomo.TableSig) bool {
+	return prev.Recent || !prev.Created.Equal(now.Created) || !prev.Updated.Equal(now.Updated) || prev.Seq != now.Seq
 }
 
 type newestPair struct{ newest, ok matomo.DoneFlag }

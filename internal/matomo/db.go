@@ -914,13 +914,18 @@ type TableSig struct {
 	// Recent: UPDATE_TIME is within a second of the server clock, so a
 	// change later in the same second would not move it: read again.
 	Recent bool
+	// Seq is the table's row in Matomo's sequence table (the last
+	// idarchive handed out): it moves with every new archive even when
+	// UPDATE_TIME was lost (NULL after an eviction).
+	Seq int64
 }
 
 // ArchiveTableSigs lists the monthly numeric tables with their signals,
 // oldest first, in one query.
 func (d *DB) ArchiveTableSigs(ctx context.Context) ([]TableSig, error) {
-	rows, cancel, err := d.query(ctx, "SELECT table_name, create_time, update_time, COALESCE(update_time >= NOW() - INTERVAL 1 SECOND, 0)"+
-		" FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name LIKE ?",
+	rows, cancel, err := d.query(ctx, "SELECT t.table_name, t.create_time, t.update_time, COALESCE(t.update_time >= NOW() - INTERVAL 1 SECOND, 0), COALESCE(s.value, 0)"+
+		" FROM information_schema.tables t LEFT JOIN "+d.T("sequence")+" s ON s.name = t.table_name"+
+		" WHERE t.table_schema = DATABASE() AND t.table_name LIKE ?",
 		likeEscape(d.prefix+"archive_numeric_")+"%")
 	if err != nil {
 		return nil, fmt.Errorf("listing archive tables: %w", err)
@@ -932,14 +937,15 @@ func (d *DB) ArchiveTableSigs(ctx context.Context) ([]TableSig, error) {
 		var n string
 		var c, u sql.NullTime
 		var recent int
-		if err := rows.Scan(&n, &c, &u, &recent); err != nil {
+		var seq sql.NullInt64
+		if err := rows.Scan(&n, &c, &u, &recent, &seq); err != nil {
 			return nil, fmt.Errorf("listing archive tables: %w", err)
 		}
 		t, ok := parseArchiveTable(strings.TrimPrefix(n, d.prefix))
 		if !ok {
 			continue
 		}
-		out = append(out, TableSig{ArchiveTable: t, Created: c.Time, Updated: u.Time, Recent: recent == 1})
+		out = append(out, TableSig{ArchiveTable: t, Created: c.Time, Updated: u.Time, Recent: recent == 1, Seq: seq.Int64})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Month < out[j].Month })
 	return out, rows.Err()

@@ -206,6 +206,11 @@ func TestChangeSignals(t *testing.T) {
 	if s := sig(); s.Updated.IsZero() || !s.Recent {
 		t.Errorf("after an update in place: %+v", s)
 	}
+	seq := sig().Seq
+	e.AddDayArchive(1, "2026-11-11", 1, ts("2026-11-12 01:00:00"), 3)
+	if s := sig(); s.Seq != seq+1 || seq == 0 {
+		t.Errorf("sequence: %d after a new archive, %d before", s.Seq, seq)
+	}
 	e.Exec("DROP TABLE {p}archive_numeric_2026_11")
 	e.AddDayArchive(1, "2026-11-10", 1, ts("2026-11-11 01:00:00"), 3)
 	if s := sig(); s.Created.Before(s0.Created) {
