@@ -30,6 +30,20 @@ func (ds *dataset) pickGood(rng *rand.Rand, window int, share float64) []pick {
 	return out
 }
 
+// pickDay chooses every site's good archive of the day back days before
+// its today: what one core:archive run writes for yesterday (back = 1).
+func (ds *dataset) pickDay(back int) []pick {
+	var out []pick
+	for _, s := range ds.sites {
+		for i, st := range s.state {
+			if st == stGood && s.base[i] > 0 && s.date(i) == s.today.AddDays(-back) {
+				out = append(out, pick{s, i})
+			}
+		}
+	}
+	return out
+}
+
 // setDone sets the done value of the picked days' archives (plain and
 // segments) in place, as core:invalidate-report-data does (value 4).
 func (ds *dataset) setDone(ctx context.Context, picks []pick, value int) error {

@@ -24,7 +24,7 @@ func (d *Detector) Assess(ctx context.Context, idsite int, from, to matomo.Date)
 	o := d.opt
 	o.Since, o.Until, o.Include, o.Exclude, o.VerifyDays = from, to, []int{idsite}, nil, int(to-from)+1
 	sub := &Detector{db: d.db, opt: o, lastArchiveRun: d.lastArchiveRun}
-	sc := scanCtx{d: sub, st: &state{sites: map[int]*siteState{}}, now: o.Now().UTC(), full: true}
+	sc := scanCtx{d: sub, st: newState(o.Now().UTC()), now: o.Now().UTC(), full: true}
 	if err := sc.run(ctx); err != nil {
 		return nil, err
 	}
@@ -57,7 +57,7 @@ func (d *Detector) Assess(ctx context.Context, idsite int, from, to matomo.Date)
 	if err != nil {
 		return nil, err
 	}
-	if sc.firstVisit == nil {
+	if !sc.st.firstRead[idsite] {
 		if sc.firstVisit, err = d.db.FirstVisits(ctx, []int{idsite}); err != nil {
 			return nil, err
 		}
@@ -73,7 +73,8 @@ func (d *Detector) Assess(ctx context.Context, idsite int, from, to matomo.Date)
 		}
 		// A good archive rebuilt from fewer raw visits loses reports: the
 		// same half-of-archived bound as for gaps applies.
-		g.Repairable, g.Reason = sc.repairable(ss, day, "", counts[i], g.ArchivedVisits)
+		f := DayFacts{Date: day, Loc: ss.site.Loc, Now: sc.now, Raw: counts[i], Archived: g.ArchivedVisits}
+		g.Repairable, g.Reason = Repairable(f, "", sc.safety(idsite))
 		gaps[day] = g
 	}
 	var out []Gap

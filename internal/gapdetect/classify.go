@@ -4,93 +4,160 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/matomod/matomod/internal/matomo"
 )
 
-// classify decides whether an open site-day is a gap now, and of which
-// kind; ok is false for days that are fine or not due yet.
-func (sc *scanCtx) classify(ss *siteState, d matomo.Date, info *dayInfo) (Kind, bool) {
-	grace := sc.d.opt.Grace
-	q, queued := sc.queued[matomo.SiteDate{IDSite: ss.site.ID, Date: d}]
+// DayFacts is everything the rules know of one site-day. Classify and
+// Repairable are pure functions of it, so every rule is table-tested
+// without a database and the scan, Assess and the tests share them.
+type DayFacts struct {
+	Date     matomo.Date
+	Loc      *time.Location // the site's time zone
+	Now      time.Time
+	Grace    time.Duration   // how long Matomo may take to rebuild a day
+	Newest   matomo.DoneFlag // newest plain day archive (IDArchive 0: none)
+	NewestOK matomo.DoneFlag // newest with done = 1/3 (IDArchive 0: none)
+	Queued   bool            // a day row in archive_invalidations
+	QueuedAt time.Time       // its newest ts_invalidated
+	Raw      int64           // raw visits in log_visit
+	Archived *int64          // nb_visits of Newest; nil: no archive or unknown
+	Stale    bool            // a verify check found raw > archived
+}
+
+// Safety is what the repair rules need beyond the day itself.
+type Safety struct {
+	DeleteLogs     bool // log deletion enabled (option rows override config.ini.php)
+	DeleteLogsDays int  // delete_logs_older_than
+	// FirstVisit is the site's earliest raw visit (zero: none known).
+	FirstVisit time.Time
+	// LastArchiveRun is the newest core:archive start known.
+	LastArchiveRun time.Time
+}
+
+// Classify decides whether a site-day is a gap now, and of which kind; ok
+// is false for days that are fine or not due yet.
+func Classify(f DayFacts) (kind Kind, ok bool) {
 	// A day Matomo queued recently is being rebuilt: not a gap yet.
-	if queued && sc.now.Sub(q.TSInvalidated) < grace {
+	if f.Queued && f.Now.Sub(f.QueuedAt) < f.Grace {
 		return "", false
 	}
-	if info.stale {
+	if f.Stale {
 		return Stale, true
 	}
-	n := info.newest
+	n := f.Newest
 	if n.IDArchive == 0 {
-		return Missing, info.raw > 0
+		return Missing, f.Raw > 0
 	}
-	_, end := matomo.DayBounds(ss.site.Loc, d)
-	okKind := func(f matomo.DoneFlag) (Kind, bool) {
-		if f.TSArchived.Before(end) {
-			return Incomplete, true
+	okKind := func(g matomo.DoneFlag) (Kind, bool) {
+		if g.Good(f.Loc) {
+			return "", false
 		}
-		return "", false
+		return Incomplete, true
 	}
 	switch n.Value {
 	case matomo.DoneOK, matomo.DoneOKTemporary:
-		if queued && n.TSArchived.Before(q.TSInvalidated) { // queued long ago, never rebuilt
+		if f.Queued && n.TSArchived.Before(f.QueuedAt) { // queued long ago, never rebuilt
 			return Invalidated, true
 		}
 		return okKind(n)
 	case matomo.DoneInvalidated, matomo.DoneErrorInvalidated:
 		ref := n.TSArchived
-		if queued {
-			ref = q.TSInvalidated
+		if f.Queued {
+			ref = f.QueuedAt
 		}
-		if sc.now.Sub(ref) < grace {
+		if f.Now.Sub(ref) < f.Grace {
 			return "", false
 		}
 		return Invalidated, true
 	default: // 2 error / in progress, 5 partial, or a value we do not know
-		if sc.now.Sub(n.TSArchived) < grace {
+		if f.Now.Sub(n.TSArchived) < f.Grace {
 			return "", false // a run is probably writing it right now
 		}
-		if info.newestOK.IDArchive != 0 {
-			return okKind(info.newestOK)
+		if f.NewestOK.IDArchive != 0 {
+			return okKind(f.NewestOK)
 		}
 		return Failed, true
 	}
 }
 
-// repairable applies the never-destroy-data rules (README "Safety").
-func (sc *scanCtx) repairable(ss *siteState, d matomo.Date, kind Kind, raw int64, archived *int64) (bool, string) {
-	today := matomo.Today(ss.site.Loc, sc.now)
+// LogDeletionLimit is the oldest day Matomo still invalidates when log
+// deletion keeps days days: today in UTC minus days, whatever the site's
+// time zone (ArchiveInvalidator::findOlderDateWithLogs uses
+// Date::factory('today')->subDay(N)). core:invalidate-report-data skips
+// every earlier day and exits 0, so reporting one repairable would have
+// the daemon re-invalidate it on every scan, in vain.
+func LogDeletionLimit(now time.Time, days int) matomo.Date {
+	return matomo.DateOf(now.UTC()).AddDays(-days)
+}
+
+// Repairable applies the never-destroy-data rules (README "Safety") to a
+// day of the given kind ("" for a day that is not a gap, as Assess asks).
+func Repairable(f DayFacts, kind Kind, s Safety) (bool, string) {
+	today := matomo.Today(f.Loc, f.Now)
+	d := f.Date
 	switch {
-	case raw == 0:
+	case f.Raw == 0:
 		return false, "no raw visits in log_visit for this day: nothing to rebuild from"
-	case sc.deleteOn && d < today.AddDays(-sc.deleteDays-2):
-		return false, fmt.Sprintf("older than the log-deletion limit (delete_logs_older_than = %d days): raw data may be purged", sc.deleteDays)
+	case s.DeleteLogs && d < LogDeletionLimit(f.Now, s.DeleteLogsDays):
+		return false, fmt.Sprintf("older than the log-deletion limit (delete_logs_older_than = %d days): Matomo invalidates no day before %s",
+			s.DeleteLogsDays, LogDeletionLimit(f.Now, s.DeleteLogsDays))
 	case d >= today:
 		return false, "today: the scheduled core:archive run archives it"
 	}
-	if fv, ok := sc.firstVisit[ss.site.ID]; ok && d <= matomo.DateOf(fv.In(ss.site.Loc)) {
+	// A purge cuts the boundary day of a non-UTC site in two; the site's
+	// first raw day is where that shows.
+	if !s.FirstVisit.IsZero() && d <= matomo.DateOf(s.FirstVisit.In(f.Loc)) {
 		return false, "first day of the site's raw data: it may be partly purged"
 	}
 	if d == today.AddDays(-1) {
-		_, end := matomo.DayBounds(ss.site.Loc, d)
-		last := sc.d.lastArchiveRun
-		if sc.opts.LastFullArchivingStart.After(last) {
-			last = sc.opts.LastFullArchivingStart
-		}
-		if last.Before(end) {
+		_, end := matomo.DayBounds(f.Loc, d)
+		if s.LastArchiveRun.Before(end) {
 			return false, "yesterday: waiting for the scheduled core:archive run"
 		}
 	}
-	if archived != nil && kind != Stale && raw*2 < *archived {
-		return false, fmt.Sprintf("raw visits (%d) are less than half of the archived %d: raw data may be partly purged, rebuilding would lose reports", raw, *archived)
+	if f.Archived != nil && kind != Stale && f.Raw*2 < *f.Archived {
+		return false, fmt.Sprintf("raw visits (%d) are less than half of the archived %d: raw data may be partly purged, rebuilding would lose reports", f.Raw, *f.Archived)
 	}
 	return true, ""
 }
 
-// readFirstVisits loads the earliest raw visit of every site with a gap.
+// facts gathers what the scan knows of an open site-day.
+func (sc *scanCtx) facts(ss *siteState, d matomo.Date, info *dayInfo) DayFacts {
+	f := DayFacts{Date: d, Loc: ss.site.Loc, Now: sc.now, Grace: sc.d.opt.Grace}
+	if info != nil {
+		f.Newest, f.NewestOK, f.Raw, f.Stale = info.newest, info.newestOK, info.raw, info.stale
+		if info.newest.IDArchive != 0 {
+			f.Archived = info.archived
+		}
+	}
+	if q, ok := sc.queued[matomo.SiteDate{IDSite: ss.site.ID, Date: d}]; ok {
+		f.Queued, f.QueuedAt = true, q.TSInvalidated
+	}
+	return f
+}
+
+// safety gathers the site-wide facts the repair rules need.
+func (sc *scanCtx) safety(id int) Safety {
+	s := Safety{DeleteLogs: sc.deleteOn, DeleteLogsDays: sc.deleteDays, LastArchiveRun: sc.d.lastArchiveRun}
+	if sc.opts.LastFullArchivingStart.After(s.LastArchiveRun) {
+		s.LastArchiveRun = sc.opts.LastFullArchivingStart
+	}
+	if fv, ok := sc.firstVisit[id]; ok {
+		s.FirstVisit = fv
+	}
+	return s
+}
+
+// readFirstVisits loads the earliest raw visit of every site with a gap,
+// from the cache where it is known (see state.firstVisit).
 func (sc *scanCtx) readFirstVisits(ctx context.Context) error {
 	var ids []int
 	for id, ss := range sc.st.sites {
+		if sc.st.firstRead[id] {
+			continue
+		}
 		for _, info := range ss.open {
 			if info.raw > 0 {
 				ids = append(ids, id)
@@ -99,9 +166,20 @@ func (sc *scanCtx) readFirstVisits(ctx context.Context) error {
 		}
 	}
 	slices.Sort(ids)
-	fv, err := sc.d.db.FirstVisits(ctx, ids)
-	sc.firstVisit = fv
-	return err
+	if len(ids) > 0 {
+		fv, err := sc.d.db.FirstVisits(ctx, ids)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			sc.st.firstRead[id] = true
+			if t, ok := fv[id]; ok {
+				sc.st.firstVisit[id] = t
+			}
+		}
+	}
+	sc.firstVisit = sc.st.firstVisit
+	return nil
 }
 
 func (sc *scanCtx) result() *Result {
@@ -111,15 +189,13 @@ func (sc *scanCtx) result() *Result {
 	r.CollectionGaps = []CollectionGap{}
 	for _, ss := range sc.st.sites {
 		for d, info := range ss.open {
-			kind, ok := sc.classify(ss, d, info)
+			f := sc.facts(ss, d, info)
+			kind, ok := Classify(f)
 			if !ok {
 				continue
 			}
-			g := Gap{IDSite: ss.site.ID, Date: d, Kind: kind, RawVisits: info.raw}
-			if info.newest.IDArchive != 0 {
-				g.ArchivedVisits = info.archived
-			}
-			g.Repairable, g.Reason = sc.repairable(ss, d, kind, info.raw, g.ArchivedVisits)
+			g := Gap{IDSite: ss.site.ID, Date: d, Kind: kind, RawVisits: info.raw, ArchivedVisits: f.Archived}
+			g.Repairable, g.Reason = Repairable(f, kind, sc.safety(ss.site.ID))
 			r.Gaps = append(r.Gaps, g)
 		}
 		r.CollectionGaps = append(r.CollectionGaps, sc.collectionGaps(ss)...)
@@ -140,6 +216,10 @@ func (sc *scanCtx) result() *Result {
 // data lost in a restore). A heuristic: a seasonal site stays quiet.
 func (sc *scanCtx) collectionGaps(ss *siteState) []CollectionGap {
 	first, last := matomo.Date(-1), matomo.Date(-1)
+	// One rule whatever the scan read before: a day has traffic when it
+	// has raw visits or a day archive. (Counting only days marked empty
+	// made queued zero-visit days, and days whose queue row went away
+	// later, differ between incremental and full scans.)
 	traffic := func(d matomo.Date) bool {
 		switch ss.get(d) {
 		case dsGood:
@@ -169,7 +249,7 @@ func (sc *scanCtx) collectionGaps(ss *siteState) []CollectionGap {
 	}
 	var out []CollectionGap
 	for d := first + 1; d < last; d++ {
-		if ss.get(d) == dsEmpty {
+		if !traffic(d) {
 			out = append(out, CollectionGap{IDSite: ss.site.ID, Date: d})
 		}
 	}

@@ -101,10 +101,27 @@ const (
 )
 
 type state struct {
-	queued    map[matomo.SiteDate]time.Time // queue rows of the last scan
-	watermark time.Time                     // DB clock at the start of the last read
-	fullAt    time.Time                     // local clock of the last full read
-	sites     map[int]*siteState
+	queued map[matomo.SiteDate]time.Time // queue rows of the last scan
+	fullAt time.Time                     // local clock of the last full read
+	sites  map[int]*siteState
+	// The change signals as of the last scan (see freshness in README):
+	// a monthly table whose signature moved is read again in full.
+	tables  map[string]matomo.TableSig
+	visits  matomo.VisitBounds
+	reports map[string]bool // report_to_invalidate option names
+	// firstVisit caches each site's earliest raw visit; it only moves
+	// when a purge moves log_visit's MIN(idvisit), which clears it.
+	firstVisit map[int]time.Time
+	firstRead  map[int]bool
+	// identity is matomo.DB.Identity at the last full scan; a state
+	// loaded from a file is checked against it before its first use.
+	identity      string
+	checkIdentity bool
+}
+
+func newState(now time.Time) *state {
+	return &state{sites: map[int]*siteState{}, fullAt: now, tables: map[string]matomo.TableSig{},
+		reports: map[string]bool{}, firstVisit: map[int]time.Time{}, firstRead: map[int]bool{}}
 }
 
 type siteState struct {
@@ -158,32 +175,48 @@ func (s *siteState) resize(since, until matomo.Date) {
 }
 
 // Scan reads the DB and returns the current gaps. The first scan, and one
-// every FullRescanInterval, re-reads every day done flag of the window;
-// the others read only archives written since the previous scan, the
-// invalidation queue, and the days still open.
+// every FullRescanInterval (a safety net), re-reads every day done flag of
+// the window. The others read what the change signals point at: monthly
+// tables whose information_schema signature moved, the invalidation
+// queue, the site-days of visits added since the last scan, new
+// report_to_invalidate options, and the days still unknown.
 func (d *Detector) Scan(ctx context.Context) (*Result, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	start := time.Now()
 	trips0 := d.db.RoundTrips()
 	now := d.opt.Now().UTC()
-	dbNow, err := d.db.Now(ctx)
+	vb, err := d.db.ReadVisitBounds(ctx)
 	if err != nil {
 		return nil, err
 	}
-	full := d.state == nil || now.Sub(d.state.fullAt) >= d.opt.FullRescanInterval
+	if d.state != nil && d.state.checkIdentity {
+		ok, err := d.loadedStateValid(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			d.state = nil // saved for another database, or before a restore
+		} else {
+			d.state.checkIdentity = false
+		}
+	}
+	full := d.state == nil || now.Sub(d.state.fullAt) >= d.opt.FullRescanInterval ||
+		// log_visit rolled back or created again: a restore.
+		vb.Max < d.state.visits.Max || !vb.Created.Equal(d.state.visits.Created)
 	st := d.state
 	if full {
-		st = &state{sites: map[int]*siteState{}, fullAt: now}
-	}
-	sc := scanCtx{d: d, st: st, now: now, full: full}
-	if err := sc.run(ctx); err != nil {
-		if full {
-			d.state = nil
+		st = newState(now)
+		if st.identity, err = d.db.Identity(ctx); err != nil {
+			return nil, err
 		}
+	}
+	sc := scanCtx{d: d, st: st, now: now, full: full, vb: vb, haveVB: true}
+	if err := sc.run(ctx); err != nil {
+		// A half-applied incremental read is not a state to build on.
+		d.state = nil
 		return nil, err
 	}
-	st.watermark = dbNow
 	st.queued = make(map[matomo.SiteDate]time.Time, len(sc.queued))
 	for k, q := range sc.queued {
 		st.queued[k] = q.TSInvalidated
@@ -211,6 +244,10 @@ type scanCtx struct {
 	firstVisit map[int]time.Time
 	deleteOn   bool
 	deleteDays int
+	vb         matomo.VisitBounds
+	haveVB     bool
+	reports    map[matomo.SiteDate]bool // days named by report_to_invalidate options
+	touched    map[matomo.SiteDate]bool // days whose raw visits may have changed
 }
 
 func (sc *scanCtx) run(ctx context.Context) error {
@@ -235,36 +272,43 @@ func (sc *scanCtx) run(ctx context.Context) error {
 	if len(sc.st.sites) == 0 {
 		return nil
 	}
+	if !sc.haveVB {
+		if sc.vb, err = d.db.ReadVisitBounds(ctx); err != nil {
+			return err
+		}
+	}
 	ids := sc.siteIDs()
 	if err := sc.readQueue(ctx, ids); err != nil {
 		return err
 	}
-	if sc.full {
-		if err := sc.readAll(ctx, ids); err != nil {
-			return err
-		}
-	} else {
-		if err := sc.readChanged(ctx, ids); err != nil {
-			return err
-		}
+	sc.touched = map[matomo.SiteDate]bool{}
+	if err := sc.readArchives(ctx, ids); err != nil {
+		return err
 	}
-	// Days never seen (new in the window, or in tables that do not
-	// exist) and open days are re-read individually.
+	if err := sc.readTouched(ctx); err != nil {
+		return err
+	}
+	// Days never seen (new in the window, or in tables that do not exist)
+	// are read individually.
 	if err := sc.readTargeted(ctx); err != nil {
 		return err
 	}
 	if err := sc.probe(ctx); err != nil {
 		return err
 	}
-	if sc.full && d.opt.VerifyDays > 0 {
-		if err := sc.verify(ctx); err != nil {
-			return err
-		}
+	sc.settleOpen()
+	if err := sc.verify(ctx); err != nil {
+		return err
 	}
+	sc.unverifiable()
 	if err := sc.archivedVisits(ctx); err != nil {
 		return err
 	}
-	return sc.readFirstVisits(ctx)
+	if err := sc.readFirstVisits(ctx); err != nil {
+		return err
+	}
+	sc.st.visits = sc.vb
+	return nil
 }
 
 // windows computes each selected site's window and drops sites that are
@@ -309,8 +353,14 @@ func (sc *scanCtx) windows(sites []matomo.Site) error {
 		ss.site = s
 		ss.resize(since, until)
 	}
+	exists := make(map[int]bool, len(sites))
+	for _, s := range sites {
+		exists[s.ID] = true
+	}
 	for _, id := range o.Include {
-		if !seen[id] && !slices.ContainsFunc(sc.siteErrors, func(e SiteError) bool { return e.IDSite == id }) {
+		// A site that is both included and excluded exists; only an id
+		// Matomo does not know is the operator's mistake.
+		if !exists[id] {
 			return fmt.Errorf("site %d does not exist in Matomo: check --sites / sites.include", id)
 		}
 	}
@@ -329,17 +379,12 @@ func selected(id int, include, exclude []int) bool {
 	return len(include) == 0 || slices.Contains(include, id)
 }
 
-func (sc *scanCtx) siteIDs() []int {
-	if len(sc.d.opt.Include) == 0 && len(sc.d.opt.Exclude) == 0 {
-		return nil // all sites: no filter in SQL
-	}
-	ids := make([]int, 0, len(sc.st.sites))
-	for id := range sc.st.sites {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
-}
+// siteIDs is the idsite filter sent with the window-wide reads: none.
+// sites.include/exclude are applied in Go (rows of other sites are
+// skipped), so the server's plan for these reads is the one measured and
+// EXPLAIN-tested, whatever the lists hold; an IN list would let the
+// optimizer pick another plan for each list.
+func (sc *scanCtx) siteIDs() []int { return nil }
 
 func (sc *scanCtx) readQueue(ctx context.Context, ids []int) error {
 	inv, _, err := sc.d.db.DayInvalidations(ctx, sc.window.Since, sc.window.Until, ids)
@@ -362,19 +407,59 @@ func (sc *scanCtx) readQueue(ctx context.Context, ids []int) error {
 	return nil
 }
 
-// tablesInWindow lists the existing monthly tables overlapping the window.
-func (sc *scanCtx) tablesInWindow(ctx context.Context) ([]matomo.ArchiveTable, error) {
-	all, err := sc.d.db.ArchiveTables(ctx)
+func (sc *scanCtx) inWindow(t matomo.ArchiveTable) bool {
+	return t.Month >= sc.window.Since.Month() && t.Month <= sc.window.Until
+}
+
+// readArchives reads the monthly tables of the window: all of them in a
+// full scan; in an incremental one those whose signature moved (new,
+// deleted or changed rows, or a table created again) or was too recent
+// to trust. The days of a table that disappeared are read again one by
+// one (they have no archive any more).
+func (sc *scanCtx) readArchives(ctx context.Context, ids []int) error {
+	sigs, err := sc.d.db.ArchiveTableSigs(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var out []matomo.ArchiveTable
-	for _, t := range all {
-		if t.Month >= sc.window.Since.Month() && t.Month <= sc.window.Until {
-			out = append(out, t)
+	prev := sc.st.tables
+	var read []matomo.ArchiveTable
+	now := make(map[string]matomo.TableSig, len(sigs))
+	for _, t := range sigs {
+		now[t.Name] = t
+		if !sc.inWindow(t.ArchiveTable) {
+			continue
+		}
+		p, ok := prev[t.Name]
+		if sc.full || !ok || tableChanged(p, t) {
+			read = append(read, t.ArchiveTable)
 		}
 	}
-	return out, nil
+	if !sc.full {
+		for name, p := range prev {
+			if _, ok := now[name]; ok || !sc.inWindow(p.ArchiveTable) {
+				continue
+			}
+			next := p.Month.AddDays(31).Month()
+			for _, ss := range sc.st.sites {
+				for d := max(p.Month, ss.since); d < next && d <= ss.until; d++ {
+					ss.set(d, dsUnknown)
+				}
+			}
+		}
+	}
+	sc.st.tables = now
+	sc.stats.TablesRead = len(read)
+	return sc.readTables(ctx, ids, read)
+}
+
+// tableChanged: whether a monthly table may hold changes since prev was
+// read. UPDATE_TIME moves with every committed change but reads NULL after
+// a server restart or an eviction from the dictionary cache (a table
+// evicted again after a change would look unchanged): the sequence row
+// still shows new archives, queue rows show invalidations, and only a
+// deletion in such a table waits for the full rescan.
+func tableChanged(prev, now matomo.TableSig) bool {
+	return prev.Recent || !prev.Created.Equal(now.Created) || !prev.Updated.Equal(now.Updated) || prev.Seq != now.Seq
 }
 
 type newestPair struct{ newest, ok matomo.DoneFlag }
@@ -389,7 +474,7 @@ func merge(m map[matomo.SiteDate]*newestPair, f matomo.DoneFlag) {
 	if p.newest.IDArchive == 0 || f.Newer(p.newest) {
 		p.newest = f
 	}
-	if (f.Value == matomo.DoneOK || f.Value == matomo.DoneOKTemporary) && (p.ok.IDArchive == 0 || f.Newer(p.ok)) {
+	if f.IsOK() && (p.ok.IDArchive == 0 || f.Newer(p.ok)) {
 		p.ok = f
 	}
 }
@@ -422,7 +507,7 @@ func (s *slot) merge(f matomo.DoneFlag) {
 	if s.newestID == 0 || newerThan(s.newestID, s.newestTS, f) {
 		s.newestID, s.newestTS, s.newestVal = uint32(f.IDArchive), ts, uint8(f.Value)
 	}
-	if (f.Value == matomo.DoneOK || f.Value == matomo.DoneOKTemporary) && (s.okID == 0 || newerThan(s.okID, s.okTS, f)) {
+	if f.IsOK() && (s.okID == 0 || newerThan(s.okID, s.okTS, f)) {
 		s.okID, s.okTS, s.okVal = uint32(f.IDArchive), ts, uint8(f.Value)
 	}
 }
@@ -440,12 +525,12 @@ func flagOf(k matomo.SiteDate, id, ts uint32, val uint8) matomo.DoneFlag {
 // what a full scan waits for).
 const slotBudget = 8 << 20
 
-// readAll reads every day done flag of the window, one monthly table per
-// query into a dense site × day-of-month buffer, then settles each day.
-func (sc *scanCtx) readAll(ctx context.Context, ids []int) error {
-	tables, err := sc.tablesInWindow(ctx)
-	if err != nil {
-		return err
+// readTables reads every day done flag of the given monthly tables, one
+// table per query into a dense site × day-of-month buffer, then settles
+// each day.
+func (sc *scanCtx) readTables(ctx context.Context, ids []int, tables []matomo.ArchiveTable) error {
+	if len(tables) == 0 {
+		return nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // an error stops the reads still going
@@ -516,12 +601,39 @@ func (sc *scanCtx) settleMonth(month matomo.Date, buf []slot, order []*siteState
 		for d := max(month, ss.since); d < next && d <= ss.until; d++ {
 			k := matomo.SiteDate{IDSite: ss.site.ID, Date: d}
 			sl := &buf[i*31+int(d-month)]
-			if sl.newestID == 0 {
-				sc.setNoArchive(ss, d) // no done row at all: no archive
+			if sl.newestID == 0 { // no done row at all: no archive
+				// Still none: what is known of its raw visits holds (new
+				// visits reach it through readTouched).
+				if v := ss.get(d); v == dsEmpty || (v == dsOpen && ss.open[d] != nil && ss.open[d].newest.IDArchive == 0) {
+					continue
+				}
+				sc.setNoArchive(ss, d)
 				continue
 			}
 			sc.apply(k, &newestPair{newest: flagOf(k, sl.newestID, sl.newestTS, sl.newestVal),
-				ok: flagOf(k, sl.okID, sl.okTS, sl.okVal)}, true)
+				ok: flagOf(k, sl.okID, sl.okTS, sl.okVal)})
+		}
+	}
+}
+
+// setGood settles a day as good. In an incremental scan a day that just
+// became good is checked for staleness like a full scan checks every good
+// day (when it is verifiable).
+func (sc *scanCtx) setGood(ss *siteState, d matomo.Date) {
+	if !sc.full && ss.get(d) != dsGood {
+		sc.touched[matomo.SiteDate{IDSite: ss.site.ID, Date: d}] = true
+	}
+	ss.set(d, dsGood)
+}
+
+// settleOpen settles the open days whose reason to stay open went away
+// (their queue row was worked off without a new archive).
+func (sc *scanCtx) settleOpen() {
+	for _, ss := range sc.st.sites {
+		for d, info := range ss.open {
+			if !info.stale && info.newest.Good(ss.site.Loc) && !sc.queuedDay(ss.site.ID, d) {
+				sc.setGood(ss, d)
+			}
 		}
 	}
 }
@@ -531,29 +643,21 @@ func (sc *scanCtx) setNoArchive(ss *siteState, d matomo.Date) {
 	ss.open[d] = &dayInfo{}
 }
 
-// apply records the newest flags of a site-day. authoritative means p holds
-// every row of the day (full or targeted read), not just new ones.
-func (sc *scanCtx) apply(k matomo.SiteDate, p *newestPair, authoritative bool) {
+// apply records the newest flags of a site-day; p holds every done row of
+// the day (a table read or a targeted read).
+func (sc *scanCtx) apply(k matomo.SiteDate, p *newestPair) {
 	ss := sc.st.sites[k.IDSite]
 	if ss == nil || k.Date < ss.since || k.Date > ss.until {
 		return
 	}
 	info := ss.open[k.Date]
-	if !authoritative && info != nil && info.newest.IDArchive != 0 && !p.newest.Newer(info.newest) {
-		return
-	}
-	if !authoritative && info != nil && info.newestOK.IDArchive != 0 && p.ok.IDArchive == 0 {
-		p.ok = info.newestOK
-	}
-	if authoritative && info != nil && info.newest == p.newest {
+	if info != nil && info.newest == p.newest {
 		info.newestOK = p.ok // unchanged archive: keep the known raw count
 		return
 	}
-	_, end := matomo.DayBounds(ss.site.Loc, k.Date)
-	n := p.newest
-	if (n.Value == matomo.DoneOK || n.Value == matomo.DoneOKTemporary) && !n.TSArchived.Before(end) {
+	if p.newest.Good(ss.site.Loc) {
 		if _, q := sc.queued[k]; !q {
-			ss.set(k.Date, dsGood)
+			sc.setGood(ss, k.Date)
 			return
 		}
 	}
@@ -561,44 +665,15 @@ func (sc *scanCtx) apply(k matomo.SiteDate, p *newestPair, authoritative bool) {
 	ss.open[k.Date] = &dayInfo{newest: p.newest, newestOK: p.ok}
 }
 
-// readChanged reads archives written since the last scan through
-// index_period_archived (one query per table of the window).
-func (sc *scanCtx) readChanged(ctx context.Context, ids []int) error {
-	tables, err := sc.tablesInWindow(ctx)
-	if err != nil {
-		return err
-	}
-	names := make([]string, len(tables))
-	for i, t := range tables {
-		names[i] = t.Name
-	}
-	m := map[matomo.SiteDate]*newestPair{}
-	// A second of slack: ts_archived has second precision.
-	since := sc.st.watermark.Add(-time.Second)
-	err = sc.d.db.DoneFlags(ctx, names, ids, since, func(f matomo.DoneFlag) {
-		sc.stats.DoneRows++
-		merge(m, f)
-	})
-	if err != nil {
-		return err
-	}
-	for k, p := range m {
-		sc.apply(k, p, false)
-	}
-	return nil
-}
-
-// readTargeted re-reads every flag of unknown and open days.
+// readTargeted reads every flag of the unknown days.
 func (sc *scanCtx) readTargeted(ctx context.Context) error {
 	byTable := map[string][]matomo.SiteDate{}
 	for id, ss := range sc.st.sites {
 		for i, v := range ss.days {
 			d := ss.since.AddDays(i)
-			// Incremental scans re-read the open days whose done value
-			// Matomo may change in place without a new ts_archived: a
-			// queued day (1 -> 4) and a run's own flag (2 -> 1). New
-			// archives of any other day show up in readChanged.
-			if v == dsUnknown || (v == dsOpen && !sc.full && sc.mayChangeInPlace(id, d, ss.open[d])) {
+			// Changes to known days (new rows, deletions, done values
+			// changed in place) show in their table's signature.
+			if v == dsUnknown {
 				byTable[matomo.TableFor(d)] = append(byTable[matomo.TableFor(d)], matomo.SiteDate{IDSite: id, Date: d})
 			}
 		}
@@ -614,7 +689,7 @@ func (sc *scanCtx) readTargeted(ctx context.Context) error {
 		}
 		for _, k := range keys {
 			if p := m[k]; p != nil {
-				sc.apply(k, p, true)
+				sc.apply(k, p)
 			} else {
 				ss := sc.st.sites[k.IDSite]
 				// Keep a known raw count of an empty day; anything else
@@ -626,19 +701,6 @@ func (sc *scanCtx) readTargeted(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-func (sc *scanCtx) mayChangeInPlace(id int, d matomo.Date, info *dayInfo) bool {
-	switch {
-	case info.newest.IDArchive == 0:
-		return false
-	case sc.queuedDay(id, d):
-		// Re-read once after Matomo queued it; afterwards only a new
-		// archive row (readChanged) or a new queue row changes it.
-		return sc.newlyQueued(sc.queued[matomo.SiteDate{IDSite: id, Date: d}])
-	}
-	v := info.newest.Value
-	return v == matomo.DoneError || v == matomo.DonePartial
 }
 
 // newlyQueued: a queue row the previous scan did not see (compared by
@@ -663,8 +725,11 @@ func (sc *scanCtx) probe(ctx context.Context) error {
 	probed := 0
 	for id, ss := range sc.st.sites {
 		var days []matomo.Date
+		// A visit that goes on past midnight moves to the next day without
+		// a new idvisit: the last two days' counts are always refreshed.
+		recent := matomo.Today(ss.site.Loc, sc.now).AddDays(-2)
 		for d, info := range ss.open {
-			if !info.rawKnown || sc.full {
+			if !info.rawKnown || sc.full || d >= recent {
 				days = append(days, d)
 			}
 		}
@@ -706,36 +771,146 @@ func (sc *scanCtx) probe(ctx context.Context) error {
 	for _, r := range req {
 		ss := sc.st.sites[r.IDSite]
 		for d, info := range ss.open {
-			if info.raw == 0 && info.newest.IDArchive == 0 && !sc.queuedDay(r.IDSite, d) {
+			switch {
+			case info.raw == 0 && info.newest.IDArchive == 0 && !sc.queuedDay(r.IDSite, d):
 				ss.set(d, dsEmpty)
+			case info.stale && info.archived != nil && info.raw <= *info.archived:
+				// Visits went (a purge): no longer more raw than archived.
+				info.stale = false
 			}
 		}
 	}
 	return nil
 }
 
+// readTouched finds the site-days whose raw visits may have changed since
+// the last scan: the days of visits added to log_visit (idvisit above the
+// last MAX; read as 15-minute slots per site) and the days of new
+// report_to_invalidate options. An empty day is probed again, an open
+// day's count is refreshed, a good day is checked for staleness (verify).
+// A purge (MIN(idvisit) moved) refreshes every open day's count.
+func (sc *scanCtx) readTouched(ctx context.Context) error {
+	reps, err := sc.d.db.ReportsToInvalidate(ctx)
+	if err != nil {
+		return err
+	}
+	sc.reports = make(map[matomo.SiteDate]bool, len(reps))
+	names := make(map[string]bool, len(reps))
+	for _, r := range reps {
+		names[r.Name] = true
+		sc.reports[r.SiteDate] = true
+		if !sc.full && !sc.st.reports[r.Name] {
+			sc.touched[r.SiteDate] = true
+		}
+	}
+	sc.st.reports = names
+	if sc.full {
+		return nil
+	}
+	prev := sc.st.visits
+	if sc.vb.Min != prev.Min {
+		// Raw data was purged: counts of open days and first visits moved.
+		for _, ss := range sc.st.sites {
+			for _, info := range ss.open {
+				info.rawKnown = false
+			}
+		}
+		clear(sc.st.firstVisit)
+		clear(sc.st.firstRead)
+	}
+	if sc.vb.Max > prev.Max {
+		// Visits are inserted with ids from AUTO_INCREMENT; one committed
+		// after a higher one was read would be missed until the next full
+		// scan (Matomo's tracker commits each visit on its own).
+		slots, err := sc.d.db.NewVisitSlots(ctx, prev.Max, sc.vb.Max)
+		if err != nil {
+			return err
+		}
+		for _, sl := range slots {
+			ss := sc.st.sites[sl.IDSite]
+			if ss == nil {
+				continue
+			}
+			from := time.Unix(sl.Slot*matomo.SlotSeconds, 0).In(ss.site.Loc)
+			to := from.Add(matomo.SlotSeconds*time.Second - time.Second)
+			// A visit tracked late, before the site's first one, moves
+			// the first raw day back (the rule compares days, and a slot
+			// lies inside one day).
+			if fv, ok := sc.st.firstVisit[sl.IDSite]; sc.st.firstRead[sl.IDSite] && (!ok || from.Before(fv)) {
+				sc.st.firstVisit[sl.IDSite] = from.UTC()
+			}
+			for _, d := range []matomo.Date{matomo.DateOf(from), matomo.DateOf(to)} {
+				if d >= ss.since && d <= ss.until {
+					sc.touched[matomo.SiteDate{IDSite: sl.IDSite, Date: d}] = true
+				}
+			}
+		}
+	}
+	for k := range sc.touched {
+		ss := sc.st.sites[k.IDSite]
+		if ss == nil {
+			continue
+		}
+		switch ss.get(k.Date) {
+		case dsEmpty:
+			sc.setNoArchive(ss, k.Date)
+		case dsOpen:
+			if info := ss.open[k.Date]; info != nil {
+				info.rawKnown = false
+			}
+		}
+	}
+	return nil
+}
+
+// verifiable: the days checked for raw > archived (stale). One rule for
+// every scan: the last VerifyDays of the window and the days the tracker
+// remembered (report_to_invalidate). A full scan checks all of them; an
+// incremental one those whose raw visits may have changed since.
+func (sc *scanCtx) verifiable(ss *siteState, d matomo.Date) bool {
+	return sc.inVerifyRange(ss, d) || sc.reports[matomo.SiteDate{IDSite: ss.site.ID, Date: d}]
+}
+
 // verify compares raw visits with nb_visits of the good archives of the
-// last VerifyDays of each window (full scans only: it is the one check
-// whose cost grows with traffic, and late data is rare).
+// verifiable days (see verifiable): the one check whose cost grows with
+// traffic.
 func (sc *scanCtx) verify(ctx context.Context) error {
 	type cand struct {
 		k  matomo.SiteDate
 		id int64
 	}
 	byTable := map[string][]matomo.SiteDate{}
-	for id, ss := range sc.st.sites {
-		for d := max(ss.since, ss.until.AddDays(1-sc.d.opt.VerifyDays)); d <= ss.until; d++ {
-			if ss.get(d) == dsGood {
-				byTable[matomo.TableFor(d)] = append(byTable[matomo.TableFor(d)], matomo.SiteDate{IDSite: id, Date: d})
+	add := func(ss *siteState, d matomo.Date) {
+		if ss.get(d) == dsGood && sc.verifiable(ss, d) {
+			byTable[matomo.TableFor(d)] = append(byTable[matomo.TableFor(d)], matomo.SiteDate{IDSite: ss.site.ID, Date: d})
+		}
+	}
+	if sc.full {
+		for _, ss := range sc.st.sites {
+			if vd := sc.d.opt.VerifyDays; vd > 0 {
+				for d := max(ss.since, ss.until.AddDays(1-vd)); d <= ss.until; d++ {
+					add(ss, d)
+				}
+			}
+		}
+		for k := range sc.reports {
+			if ss := sc.st.sites[k.IDSite]; ss != nil && !sc.inVerifyRange(ss, k.Date) {
+				add(ss, k.Date)
+			}
+		}
+	} else {
+		for k := range sc.touched {
+			if ss := sc.st.sites[k.IDSite]; ss != nil {
+				add(ss, k.Date)
 			}
 		}
 	}
-	var cands []cand
 	for t, keys := range byTable {
 		m := map[matomo.SiteDate]*newestPair{}
 		if err := sc.d.db.DoneFlagsFor(ctx, t, keys, func(f matomo.DoneFlag) { merge(m, f) }); err != nil {
 			return err
 		}
+		var cands []cand
 		ids := make([]int64, 0, len(keys))
 		for _, k := range keys {
 			if p := m[k]; p != nil {
@@ -747,23 +922,18 @@ func (sc *scanCtx) verify(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		var probes []matomo.Probe
-		var pc []cand
-		for _, c := range cands {
-			if matomo.TableFor(c.k.Date) != t {
-				continue
-			}
+		probes := make([]matomo.Probe, len(cands))
+		for i, c := range cands {
 			ss := sc.st.sites[c.k.IDSite]
 			s, e := matomo.DayBounds(ss.site.Loc, c.k.Date)
-			probes = append(probes, matomo.Probe{IDSite: c.k.IDSite, From: s, To: e})
-			pc = append(pc, c)
+			probes[i] = matomo.Probe{IDSite: c.k.IDSite, From: s, To: e}
 		}
 		counts, err := sc.d.db.CountVisits(ctx, probes)
 		if err != nil {
 			return err
 		}
 		sc.stats.Probes += len(probes)
-		for i, c := range pc {
+		for i, c := range cands {
 			a := nb[c.id]
 			if counts[i] > a {
 				ss := sc.st.sites[c.k.IDSite]
@@ -774,6 +944,30 @@ func (sc *scanCtx) verify(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// unverifiable forgets staleness found on days that left the verifiable
+// set (the window moved, the tracker's option went) or were queued since:
+// a full scan would not check them, and one rule must give one answer.
+func (sc *scanCtx) unverifiable() {
+	for _, ss := range sc.st.sites {
+		for d, info := range ss.open {
+			// A queued day is not good, so a full scan would not check it
+			// either: Matomo is rebuilding it anyway.
+			if !info.stale || (sc.verifiable(ss, d) && !sc.queuedDay(ss.site.ID, d)) {
+				continue
+			}
+			info.stale = false
+			if info.newest.Good(ss.site.Loc) && !sc.queuedDay(ss.site.ID, d) {
+				ss.set(d, dsGood)
+			}
+		}
+	}
+}
+
+func (sc *scanCtx) inVerifyRange(ss *siteState, d matomo.Date) bool {
+	vd := sc.d.opt.VerifyDays
+	return vd > 0 && d > ss.until.AddDays(-vd)
 }
 
 // archivedVisits fills nb_visits of open days that have an archive.

@@ -175,7 +175,7 @@ func TestScanSafetyRules(t *testing.T) {
 	e.AddSite(1, "UTC", "2026-01-01")
 	e.SetOption("delete_logs_enable", "1").SetOption("delete_logs_older_than", "10")
 	e.AddVisits(1, ts("2026-11-01 10:00:00"), 1) // first raw day
-	for _, day := range []string{"2026-11-10", "2026-11-14", "2026-11-15", "2026-11-26"} {
+	for _, day := range []string{"2026-11-10", "2026-11-16", "2026-11-17", "2026-11-26"} {
 		e.AddVisits(1, ts(day+" 10:00:00"), 2)
 	}
 	// invalidated day whose raw data mostly went: unsafe.
@@ -183,12 +183,13 @@ func TestScanSafetyRules(t *testing.T) {
 	e.AddDayArchive(1, "2026-11-20", 4, ts("2026-11-21 01:00:00"), 40)
 	d := New(openDB(t, e), Options{Now: func() time.Time { return testNow }})
 	got := gapMap(scan(t, d))
+	const tooOld = "older than the log-deletion limit (delete_logs_older_than = 10 days): Matomo invalidates no day before 2026-11-17"
 	want := map[string]string{
-		"1 2026-11-01": "missing 1/null unsafe: older than the log-deletion limit (delete_logs_older_than = 10 days): raw data may be purged",
-		// today 11-27 - 10 - 2 = 11-15: days before are unsafe.
-		"1 2026-11-10": "missing 2/null unsafe: older than the log-deletion limit (delete_logs_older_than = 10 days): raw data may be purged",
-		"1 2026-11-14": "missing 2/null unsafe: older than the log-deletion limit (delete_logs_older_than = 10 days): raw data may be purged",
-		"1 2026-11-15": "missing 2/null repairable",
+		"1 2026-11-01": "missing 1/null unsafe: " + tooOld,
+		// today (UTC) 11-27 - 10 = 11-17 is the oldest day Matomo invalidates.
+		"1 2026-11-10": "missing 2/null unsafe: " + tooOld,
+		"1 2026-11-16": "missing 2/null unsafe: " + tooOld,
+		"1 2026-11-17": "missing 2/null repairable",
 		"1 2026-11-20": "invalidated 1/40 unsafe: raw visits (1) are less than half of the archived 40: raw data may be partly purged, rebuilding would lose reports",
 		"1 2026-11-26": "missing 2/null unsafe: yesterday: waiting for the scheduled core:archive run",
 	}

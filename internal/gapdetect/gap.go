@@ -73,6 +73,7 @@ type Stats struct {
 	RoundTrips int64         // DB queries sent
 	Probes     int           // site-days counted in log_visit
 	DoneRows   int           // done rows read
+	TablesRead int           // monthly archive tables read in full
 }
 
 // SortGaps orders gaps by idsite then date (the CLI contract).

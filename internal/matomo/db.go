@@ -248,12 +248,14 @@ func (d *DB) Sites(ctx context.Context) ([]Site, error) {
 	for rows.Next() {
 		var s Site
 		var created sql.NullTime
-		if err := rows.Scan(&s.ID, &s.Name, &created, &s.TZName); err != nil {
+		var name, tz sql.NullString // NULLs must skip one site, not fail the scan
+		if err := rows.Scan(&s.ID, &name, &created, &tz); err != nil {
 			return nil, fmt.Errorf("reading %ssite: %w", d.prefix, err)
 		}
 		if created.Valid {
 			s.Created, s.HasCrDat = DateOf(created.Time.UTC()), true
 		}
+		s.Name, s.TZName = name.String, tz.String
 		s.Loc, s.TZErr = LoadLocation(s.TZName)
 		if s.TZErr != nil {
 			s.TZErr = fmt.Errorf("site %d: %w", s.ID, s.TZErr)
@@ -343,6 +345,23 @@ func (f DoneFlag) Newer(g DoneFlag) bool {
 	}
 	return f.IDArchive > g.IDArchive
 }
+
+// Good reports whether f, the newest plain done flag of a site-day (see
+// Newer), is a complete OK archive of that day in loc: done = 1 (or the
+// deprecated 3) written at or after the end of the local day. An archive
+// written during the day is partial by nature, yet carries done = 1
+// (Matomo's determineIfArchivePermanent). This is the one definition of
+// "the day is archived" that gap detection and repair's check both use.
+func (f DoneFlag) Good(loc *time.Location) bool {
+	if f.IDArchive == 0 || loc == nil || (f.Value != DoneOK && f.Value != DoneOKTemporary) {
+		return false
+	}
+	_, end := DayBounds(loc, f.Date)
+	return !f.TSArchived.Before(end)
+}
+
+// IsOK reports whether f's done value says the archive finished (1, or 3).
+func (f DoneFlag) IsOK() bool { return f.Value == DoneOK || f.Value == DoneOKTemporary }
 
 // DoneFlagsSQL is the full read of one monthly table's day done rows. Only
 // the row named exactly 'done' is the day's archive: segment (done<hash>) and
@@ -879,4 +898,215 @@ func (d *DB) VisitTimes(ctx context.Context, req []SiteSpans, fn func(idsite int
 		req = req[n:]
 	}
 	return nil
+}
+
+// TableSig is what information_schema says of one monthly archive table:
+// the cheap, exact signal that anything in it changed. InnoDB sets
+// UPDATE_TIME at every committed insert, update or delete (in memory: it
+// reads NULL again after a server restart or when the table leaves the
+// dictionary cache, which only costs a re-read); CREATE_TIME changes when
+// the table is dropped and created again (a restore). Deleted archive rows
+// and done values changed in place leave no other trace: index_period_archived
+// only shows rows written since a watermark.
+type TableSig struct {
+	ArchiveTable
+	Created, Updated time.Time // zero for NULL
+	// Recent: UPDATE_TIME is within a second of the server clock, so a
+	// change later in the same second would not move it: read again.
+	Recent bool
+	// Seq is the table's row in Matomo's sequence table (the last
+	// idarchive handed out): it moves with every new archive even when
+	// UPDATE_TIME was lost (NULL after an eviction).
+	Seq int64
+}
+
+// ArchiveTableSigs lists the monthly numeric tables with their signals,
+// oldest first, in one query.
+func (d *DB) ArchiveTableSigs(ctx context.Context) ([]TableSig, error) {
+	rows, cancel, err := d.query(ctx, "SELECT t.table_name, t.create_time, t.update_time, COALESCE(t.update_time >= NOW() - INTERVAL 1 SECOND, 0), COALESCE(s.value, 0)"+
+		" FROM information_schema.tables t LEFT JOIN "+d.T("sequence")+" s ON s.name = t.table_name"+
+		" WHERE t.table_schema = DATABASE() AND t.table_name LIKE ?",
+		likeEscape(d.prefix+"archive_numeric_")+"%")
+	if err != nil {
+		return nil, fmt.Errorf("listing archive tables: %w", err)
+	}
+	defer cancel()
+	defer rows.Close()
+	var out []TableSig
+	for rows.Next() {
+		var n string
+		var c, u sql.NullTime
+		var recent int
+		var seq sql.NullInt64
+		if err := rows.Scan(&n, &c, &u, &recent, &seq); err != nil {
+			return nil, fmt.Errorf("listing archive tables: %w", err)
+		}
+		t, ok := parseArchiveTable(strings.TrimPrefix(n, d.prefix))
+		if !ok {
+			continue
+		}
+		out = append(out, TableSig{ArchiveTable: t, Created: c.Time, Updated: u.Time, Recent: recent == 1, Seq: seq.Int64})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Month < out[j].Month })
+	return out, rows.Err()
+}
+
+func parseArchiveTable(name string) (ArchiveTable, bool) {
+	m := archiveTableRE.FindStringSubmatch(name)
+	if m == nil {
+		return ArchiveTable{}, false
+	}
+	y, _ := strconv.Atoi(m[1])
+	mo, _ := strconv.Atoi(m[2])
+	if mo < 1 || mo > 12 {
+		return ArchiveTable{}, false
+	}
+	return ArchiveTable{Name: name, Month: NewDate(y, time.Month(mo), 1)}, true
+}
+
+// VisitBounds is log_visit's idvisit range and creation time: MAX moving
+// up means new visits, MIN moving up a purge, MAX moving down or a new
+// CREATE_TIME a restore.
+type VisitBounds struct {
+	Min, Max int64
+	Created  time.Time
+}
+
+// ReadVisitBounds reads VisitBounds; MIN and MAX are the ends of the
+// primary key, answered without reading rows.
+func (d *DB) ReadVisitBounds(ctx context.Context) (VisitBounds, error) {
+	ctx, cancel := d.ctx(ctx)
+	defer cancel()
+	d.count()
+	var b VisitBounds
+	var c sql.NullTime
+	err := d.db.QueryRowContext(ctx, "SELECT (SELECT COALESCE(MIN(idvisit), 0) FROM "+d.T("log_visit")+"), (SELECT COALESCE(MAX(idvisit), 0) FROM "+d.T("log_visit")+
+		"), (SELECT create_time FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?)", d.prefix+"log_visit").Scan(&b.Min, &b.Max, &c)
+	if err != nil {
+		return b, fmt.Errorf("reading %slog_visit bounds: %w", d.prefix, err)
+	}
+	b.Created = c.Time
+	return b, nil
+}
+
+// VisitSlot is one 15-minute slot (Unix seconds / 900) with visits of a
+// site. Every UTC offset in use is a multiple of 15 minutes, so a slot
+// lies inside one site-local day.
+type VisitSlot struct {
+	IDSite int
+	Slot   int64
+}
+
+// SlotSeconds is the length of a VisitSlot.
+const SlotSeconds = 900
+
+// NewVisitSlotsSQL is NewVisitSlots' query: a range on the primary key.
+func (d *DB) NewVisitSlotsSQL() string {
+	return "SELECT idsite, FLOOR(UNIX_TIMESTAMP(visit_last_action_time) / 900) FROM " + d.T("log_visit") +
+		" WHERE idvisit > ? AND idvisit <= ? GROUP BY 1, 2"
+}
+
+// NewVisitSlots returns the slots of the visits with after < idvisit <=
+// upto: a primary-key range, grouped on the server so that a busy hour
+// of tracking comes back as a few rows per site.
+func (d *DB) NewVisitSlots(ctx context.Context, after, upto int64) ([]VisitSlot, error) {
+	rows, cancel, err := d.query(ctx, d.NewVisitSlotsSQL(), after, upto)
+	if err != nil {
+		return nil, fmt.Errorf("reading new visits from %slog_visit: %w", d.prefix, err)
+	}
+	defer cancel()
+	defer rows.Close()
+	var out []VisitSlot
+	for rows.Next() {
+		var s VisitSlot
+		var slot sql.NullInt64
+		if err := rows.Scan(&s.IDSite, &slot); err != nil {
+			return nil, fmt.Errorf("reading new visits from %slog_visit: %w", d.prefix, err)
+		}
+		s.Slot = slot.Int64
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// ReportToInvalidate is an option row the tracker leaves for a site-day
+// that received hits after it was archived
+// (`<prefix>_report_to_invalidate_<idsite>_<YYYY-MM-DD>_<pid>`).
+type ReportToInvalidate struct {
+	Name string
+	SiteDate
+}
+
+var reportRE = regexp.MustCompile(`report_to_invalidate_(\d+)_(\d{4}-\d{2}-\d{2})`)
+
+// ReportsToInvalidate lists those rows; names that do not parse are
+// skipped (they name nothing matomod can check).
+func (d *DB) ReportsToInvalidate(ctx context.Context) ([]ReportToInvalidate, error) {
+	rows, cancel, err := d.query(ctx, "SELECT option_name FROM "+d.T("option")+" WHERE option_name LIKE '%report\\_to\\_invalidate\\_%'")
+	if err != nil {
+		return nil, fmt.Errorf("reading %soption: %w", d.prefix, err)
+	}
+	defer cancel()
+	defer rows.Close()
+	var out []ReportToInvalidate
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, fmt.Errorf("reading %soption: %w", d.prefix, err)
+		}
+		m := reportRE.FindStringSubmatch(n)
+		if m == nil {
+			continue
+		}
+		id, err1 := strconv.Atoi(m[1])
+		day, err2 := ParseDate(m[2])
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		out = append(out, ReportToInvalidate{Name: n, SiteDate: SiteDate{IDSite: id, Date: day}})
+	}
+	return out, rows.Err()
+}
+
+// Identity names the database a saved scan state describes: server,
+// schema, prefix and the creation time of log_visit (a restore creates
+// it again).
+func (d *DB) Identity(ctx context.Context) (string, error) {
+	ctx, cancel := d.ctx(ctx)
+	defer cancel()
+	d.count()
+	var host, schema string
+	var port int
+	var c sql.NullTime
+	err := d.db.QueryRowContext(ctx, "SELECT @@hostname, @@port, DATABASE(), (SELECT create_time FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?)",
+		d.prefix+"log_visit").Scan(&host, &port, &schema, &c)
+	if err != nil {
+		return "", fmt.Errorf("database %s: %w", d.dbName, err)
+	}
+	return fmt.Sprintf("%s:%d/%s/%s/%d", host, port, schema, d.prefix, c.Time.Unix()), nil
+}
+
+// NewestDone reads the newest plain day done flag (see Newer) of each
+// site-day, grouped by monthly table; days without one are absent. With
+// DoneFlag.Good it is the one way to ask "is this day archived?", for the
+// repair's check after a run as for the scan.
+func (d *DB) NewestDone(ctx context.Context, keys []SiteDate) (map[SiteDate]DoneFlag, error) {
+	byTable := map[string][]SiteDate{}
+	for _, k := range keys {
+		t := TableFor(k.Date)
+		byTable[t] = append(byTable[t], k)
+	}
+	out := make(map[SiteDate]DoneFlag, len(keys))
+	for t, ks := range byTable {
+		err := d.DoneFlagsFor(ctx, t, ks, func(f DoneFlag) {
+			k := SiteDate{IDSite: f.IDSite, Date: f.Date}
+			if n, ok := out[k]; !ok || f.Newer(n) {
+				out[k] = f
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }

@@ -172,8 +172,104 @@ func TestQueryPlans(t *testing.T) {
 	if typ, key := explain(t, e.DB, db.DoneFlagsSinceSQL("archive_numeric_2026_11", nil), ts("2026-11-27 00:00:00")); typ != "range" || key != "index_period_archived" {
 		t.Errorf("incremental plan: type=%s key=%s, want range on index_period_archived", typ, key)
 	}
+	if typ, key := explain(t, e.DB, db.NewVisitSlotsSQL(), 10, 20); typ != "range" || key != "PRIMARY" {
+		t.Errorf("new-visits plan: type=%s key=%s, want range on PRIMARY", typ, key)
+	}
 	keys := []matomo.SiteDate{{IDSite: 1, Date: d}, {IDSite: 2, Date: d.AddDays(1)}}
 	if typ, key := explain(t, e.DB, db.DoneFlagsForSQL("archive_numeric_2026_11", keys)); typ != "range" || key != "index_idsite_dates_period" {
 		t.Errorf("targeted plan: type=%s key=%s, want range on index_idsite_dates_period", typ, key)
+	}
+}
+
+// The change signals: table signatures move on insert, delete, update in
+// place and re-creation; tracker options parse, junk names are skipped;
+// visit bounds and new-visit slots.
+func TestChangeSignals(t *testing.T) {
+	e := matomotest.New(t)
+	e.AddSite(1, "UTC", "2026-01-01")
+	e.AddDayArchive(1, "2026-11-10", 1, ts("2026-11-11 01:00:00"), 3)
+	db := open(t, e)
+	ctx := context.Background()
+	sig := func() matomo.TableSig {
+		t.Helper()
+		sigs, err := db.ArchiveTableSigs(ctx)
+		if err != nil || len(sigs) != 1 || sigs[0].Name != "archive_numeric_2026_11" {
+			t.Fatalf("sigs %+v, %v", sigs, err)
+		}
+		return sigs[0]
+	}
+	s0 := sig()
+	if s0.Created.IsZero() || !s0.Recent {
+		t.Errorf("fresh table: %+v (want a creation time, recent)", s0)
+	}
+	e.Exec("UPDATE {p}archive_numeric_2026_11 SET value = 4 WHERE name = 'done'")
+	if s := sig(); s.Updated.IsZero() || !s.Recent {
+		t.Errorf("after an update in place: %+v", s)
+	}
+	seq := sig().Seq
+	e.AddDayArchive(1, "2026-11-11", 1, ts("2026-11-12 01:00:00"), 3)
+	if s := sig(); s.Seq != seq+1 || seq == 0 {
+		t.Errorf("sequence: %d after a new archive, %d before", s.Seq, seq)
+	}
+	e.Exec("DROP TABLE {p}archive_numeric_2026_11")
+	e.AddDayArchive(1, "2026-11-10", 1, ts("2026-11-11 01:00:00"), 3)
+	if s := sig(); s.Created.Before(s0.Created) {
+		t.Errorf("re-created table: created %v before %v", s.Created, s0.Created)
+	}
+
+	e.SetOption("1kH1_report_to_invalidate_1_2026-11-26_10510", "1").
+		SetOption("report_to_invalidate_12_2026-02-03", "1").
+		SetOption("xx_report_to_invalidate_abc_2026-13-45_1", "1").
+		SetOption("report_to_invalidate_1_2026-02-30_7", "1")
+	reps, err := db.ReportsToInvalidate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reps) != 2 || reps[0].IDSite+reps[1].IDSite != 13 {
+		t.Errorf("reports: %+v (want sites 1 and 12; junk names and impossible dates skipped)", reps)
+	}
+
+	e.AddVisits(1, ts("2026-11-10 10:07:00"), 2)
+	b, err := db.ReadVisitBounds(ctx)
+	if err != nil || b.Min != 1 || b.Max != 2 || b.Created.IsZero() {
+		t.Fatalf("bounds %+v, %v", b, err)
+	}
+	e.AddVisits(1, ts("2026-11-12 23:59:00"), 1)
+	slots, err := db.NewVisitSlots(ctx, b.Max, b.Max+1)
+	want := ts("2026-11-12 23:45:00").Unix() / matomo.SlotSeconds
+	if err != nil || len(slots) != 1 || slots[0].IDSite != 1 || slots[0].Slot != want {
+		t.Errorf("slots %+v, %v; want slot %d", slots, err, want)
+	}
+}
+
+// NewestDone + Good: the newest plain done flag decides, segment flags do
+// not count, and an archive written before the local day ended is not good.
+func TestNewestDoneGood(t *testing.T) {
+	e := matomotest.New(t)
+	e.AddSite(1, "America/New_York", "2026-01-01")
+	e.AddDayArchive(1, "2026-11-10", 1, ts("2026-11-11 06:00:00"), 3)
+	e.AddDayArchive(1, "2026-11-10", 4, ts("2026-11-12 06:00:00"), 3) // newer, invalidated
+	e.AddDayArchive(1, "2026-11-11", 1, ts("2026-11-12 04:30:00"), 3) // before 05:00 UTC: the local day had not ended
+	e.AddDayArchive(1, "2026-11-12", 1, ts("2026-11-13 05:00:00"), 3)
+	e.AddArchive(matomotest.ArchiveRow{IDSite: 1, Period: 1, Date1: "2026-11-13", Name: "done.VisitsSummary", TSArchived: ts("2026-11-14 06:00:00"), NbVisits: 1})
+	db := open(t, e)
+	loc, _ := matomo.LoadLocation("America/New_York")
+	var keys []matomo.SiteDate
+	for d := 10; d <= 13; d++ {
+		keys = append(keys, matomo.SiteDate{IDSite: 1, Date: matomo.NewDate(2026, 11, d)})
+	}
+	newest, err := db.NewestDone(context.Background(), keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []bool{false, false, true, false}
+	for i, k := range keys {
+		f, ok := newest[k]
+		if got := ok && f.Good(loc); got != want[i] {
+			t.Errorf("%s: good %v (%+v), want %v", k.Date, got, f, want[i])
+		}
+	}
+	if _, ok := newest[keys[3]]; ok {
+		t.Error("a plugin done flag counted as the day's archive")
 	}
 }

@@ -27,7 +27,7 @@ func GapSnapshotOf(r *gapdetect.Result) GapSnapshot {
 	for _, c := range r.CollectionGaps {
 		get(c.IDSite).CollectionGaps++
 	}
-	var snap GapSnapshot
+	snap := GapSnapshot{SitesSkipped: len(r.SiteErrors)}
 	for _, sg := range by {
 		snap.Sites = append(snap.Sites, *sg)
 	}

@@ -31,6 +31,9 @@ const (
 // listed; entries for the same site are added together.
 type GapSnapshot struct {
 	Sites []SiteGaps
+	// SitesSkipped counts sites the scan could not check (an unreadable
+	// time zone): their gaps are unknown, which must not read as none.
+	SitesSkipped int
 }
 
 // SiteGaps counts one site's gap site-days.
@@ -67,6 +70,9 @@ var (
 	gapOldestDesc = prometheus.NewDesc("matomo_archive_gap_oldest_timestamp_seconds",
 		"Start of the oldest gap day of each site that has gaps.",
 		[]string{"idsite"}, nil)
+	sitesSkippedDesc = prometheus.NewDesc("matomod_gap_scan_sites_skipped",
+		"Sites the latest gap scan could not check (e.g. a time zone matomod cannot read): their gaps are unknown; `matomod gaps` names them.",
+		nil, nil)
 	collectionGapsDesc = prometheus.NewDesc("matomo_collection_gaps",
 		"Days without raw visits where the site normally has traffic (tracking outage or lost raw data), per site that has them.",
 		[]string{"idsite"}, nil)
@@ -109,7 +115,7 @@ func newSnapshotCollector() *snapshotCollector {
 func ptr[T any](v T) *T { return &v }
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{gapsDesc, gapsAllDesc, gapOldestDesc, collectionGapsDesc,
+	for _, d := range []*prometheus.Desc{gapsDesc, gapsAllDesc, gapOldestDesc, collectionGapsDesc, sitesSkippedDesc,
 		invalidationsDesc, invalidationOldestDesc, lastCompletedDesc, maintenanceDesc, updatePendingDesc, infoDesc} {
 		ch <- d
 	}
@@ -173,6 +179,7 @@ func gapMetrics(s GapSnapshot) []prometheus.Metric {
 		}
 	}
 	flush()
+	out = append(out, prometheus.MustNewConstMetric(sitesSkippedDesc, prometheus.GaugeValue, float64(max(s.SitesSkipped, 0))))
 	for r, repairable := range []string{"false", "true"} {
 		for i, k := range gapKinds {
 			out = append(out, prometheus.MustNewConstMetric(gapsAllDesc, prometheus.GaugeValue, float64(all[r][i]), k, repairable))
