@@ -123,6 +123,57 @@ func Repairable(f DayFacts, kind Kind, s Safety) (bool, string) {
 	return true, ""
 }
 
+// purgeRisk says whether a day's raw data may already be purged (the rules
+// of Repairable that are about purges, not about timing).
+func purgeRisk(f DayFacts, s Safety) bool {
+	if s.DeleteLogs && f.Date < LogDeletionLimit(f.Now, s.DeleteLogsDays) {
+		return true
+	}
+	if !s.FirstVisit.IsZero() && f.Date <= matomo.DateOf(s.FirstVisit.In(f.Loc)) {
+		return true
+	}
+	return f.Archived != nil && f.Raw*2 < *f.Archived
+}
+
+// weekStart is the Monday of d's week: Matomo's weeks start on Monday.
+func weekStart(d matomo.Date) matomo.Date {
+	return d.AddDays(-((int(d.Time().Weekday()) + 6) % 7))
+}
+
+// ProtectPeriods makes unrepairable every repairable gap of a site that
+// shares a week or a month with a gap day that has no usable archive and
+// whose raw data may be purged (hazards). Matomo invalidates a day's week,
+// month and year with it, and rebuilding a week or month rebuilds every day
+// in it that lacks a usable archive from raw data (observed on 5.0.2: the
+// day before the log-deletion limit came back when the boundary day's week
+// was rebuilt), so repairing the neighbour would rebuild the hazard day
+// from what the purge left, and its week and month with it. A stale hazard
+// day keeps its usable archive, so it protects nothing. gaps are one site's,
+// with hazard set for the days at risk.
+func ProtectPeriods(gaps []Gap, hazard map[matomo.Date]bool) {
+	if len(hazard) == 0 {
+		return
+	}
+	week, month := map[matomo.Date]matomo.Date{}, map[matomo.Date]matomo.Date{}
+	for _, g := range gaps {
+		if hazard[g.Date] && g.Kind != Stale {
+			week[weekStart(g.Date)] = g.Date
+			month[g.Date.Month()] = g.Date
+		}
+	}
+	for i := range gaps {
+		g := &gaps[i]
+		if !g.Repairable {
+			continue
+		}
+		if h, ok := week[weekStart(g.Date)]; ok {
+			g.Repairable, g.Reason = false, fmt.Sprintf("its week holds %s, which has no usable archive and whose raw data may be purged: Matomo would rebuild that day too when it rebuilds the week", h)
+		} else if h, ok := month[g.Date.Month()]; ok {
+			g.Repairable, g.Reason = false, fmt.Sprintf("its month holds %s, which has no usable archive and whose raw data may be purged: Matomo would rebuild that day too when it rebuilds the month", h)
+		}
+	}
+}
+
 // facts gathers what the scan knows of an open site-day.
 func (sc *scanCtx) facts(ss *siteState, d matomo.Date, info *dayInfo) DayFacts {
 	f := DayFacts{Date: d, Loc: ss.site.Loc, Now: sc.now, Grace: sc.d.opt.Grace}
@@ -188,6 +239,9 @@ func (sc *scanCtx) result() *Result {
 	r.Gaps = []Gap{}
 	r.CollectionGaps = []CollectionGap{}
 	for _, ss := range sc.st.sites {
+		var site []Gap
+		var hazard map[matomo.Date]bool
+		safety := sc.safety(ss.site.ID)
 		for d, info := range ss.open {
 			f := sc.facts(ss, d, info)
 			kind, ok := Classify(f)
@@ -195,9 +249,17 @@ func (sc *scanCtx) result() *Result {
 				continue
 			}
 			g := Gap{IDSite: ss.site.ID, Date: d, Kind: kind, RawVisits: info.raw, ArchivedVisits: f.Archived}
-			g.Repairable, g.Reason = Repairable(f, kind, sc.safety(ss.site.ID))
-			r.Gaps = append(r.Gaps, g)
+			g.Repairable, g.Reason = Repairable(f, kind, safety)
+			if !g.Repairable && purgeRisk(f, safety) {
+				if hazard == nil {
+					hazard = map[matomo.Date]bool{}
+				}
+				hazard[d] = true
+			}
+			site = append(site, g)
 		}
+		ProtectPeriods(site, hazard)
+		r.Gaps = append(r.Gaps, site...)
 		r.CollectionGaps = append(r.CollectionGaps, sc.collectionGaps(ss)...)
 	}
 	SortGaps(r.Gaps)

@@ -168,3 +168,45 @@ func TestTableChanged(t *testing.T) {
 		t.Error("a table read within a second of its last change is read again")
 	}
 }
+
+// A gap day whose raw data may be purged and that has no usable archive
+// protects every other gap of its week and month: repairing them would make
+// Matomo rebuild it from what the purge left.
+func TestProtectPeriods(t *testing.T) {
+	d := func(s string) matomo.Date { x, _ := matomo.ParseDate(s); return x }
+	mk := func(date string, kind Kind, rep bool) Gap {
+		return Gap{IDSite: 1, Date: d(date), Kind: kind, Repairable: rep}
+	}
+	cases := []struct {
+		name   string
+		hazard string
+		kind   Kind
+		gaps   []Gap
+		want   []bool
+	}{
+		// 2026-11-25 is a Wednesday; its week is 11-23..11-29.
+		{"same week", "2026-11-24", Missing, []Gap{mk("2026-11-24", Missing, false), mk("2026-11-25", Missing, true), mk("2026-11-29", Invalidated, true)}, []bool{false, false, false}},
+		{"week across months", "2026-10-31", Failed, []Gap{mk("2026-10-31", Failed, false), mk("2026-11-01", Missing, true), mk("2026-11-02", Missing, true)}, []bool{false, false, true}},
+		{"same month, other week", "2026-11-03", Missing, []Gap{mk("2026-11-03", Missing, false), mk("2026-11-20", Missing, true)}, []bool{false, false}},
+		{"other month", "2026-10-20", Missing, []Gap{mk("2026-10-20", Missing, false), mk("2026-11-20", Missing, true)}, []bool{false, true}},
+		{"stale hazard keeps its archive", "2026-11-24", Stale, []Gap{mk("2026-11-24", Stale, false), mk("2026-11-25", Missing, true)}, []bool{false, true}},
+	}
+	for _, c := range cases {
+		c.gaps[0].Kind = c.kind
+		ProtectPeriods(c.gaps, map[matomo.Date]bool{d(c.hazard): true})
+		for i, g := range c.gaps {
+			if g.Repairable != c.want[i] {
+				t.Errorf("%s: %s repairable %v, want %v (%s)", c.name, g.Date, g.Repairable, c.want[i], g.Reason)
+			}
+			if i > 0 && !g.Repairable && !strings.Contains(g.Reason, c.hazard) {
+				t.Errorf("%s: %s reason does not name %s: %q", c.name, g.Date, c.hazard, g.Reason)
+			}
+		}
+	}
+	// No hazard: nothing changes.
+	g := []Gap{mk("2026-11-25", Missing, true)}
+	ProtectPeriods(g, nil)
+	if !g[0].Repairable {
+		t.Error("protected without a hazard")
+	}
+}
