@@ -123,14 +123,18 @@ func Repairable(f DayFacts, kind Kind, s Safety) (bool, string) {
 	return true, ""
 }
 
-// purgeRisk says whether a day's raw data may already be purged (the rules
-// of Repairable that are about purges, not about timing).
+// purgeRisk says whether a day's raw data is known to be partly gone: past
+// Matomo's log-deletion limit, the first raw day while log deletion runs
+// (the purge cuts it), or far fewer raw visits than archived. The first
+// day alone, with log deletion off, is only a hint and protects nothing.
 func purgeRisk(f DayFacts, s Safety) bool {
-	if s.DeleteLogs && f.Date < LogDeletionLimit(f.Now, s.DeleteLogsDays) {
-		return true
-	}
-	if !s.FirstVisit.IsZero() && f.Date <= matomo.DateOf(s.FirstVisit.In(f.Loc)) {
-		return true
+	if s.DeleteLogs {
+		if f.Date < LogDeletionLimit(f.Now, s.DeleteLogsDays) {
+			return true
+		}
+		if !s.FirstVisit.IsZero() && f.Date <= matomo.DateOf(s.FirstVisit.In(f.Loc)) {
+			return true
+		}
 	}
 	return f.Archived != nil && f.Raw*2 < *f.Archived
 }
@@ -154,11 +158,18 @@ func ProtectPeriods(gaps []Gap, hazard map[matomo.Date]bool) {
 	if len(hazard) == 0 {
 		return
 	}
+	// Name the earliest hazard of each week and month, whatever the order
+	// of gaps.
 	week, month := map[matomo.Date]matomo.Date{}, map[matomo.Date]matomo.Date{}
+	keep := func(m map[matomo.Date]matomo.Date, k, d matomo.Date) {
+		if old, ok := m[k]; !ok || d < old {
+			m[k] = d
+		}
+	}
 	for _, g := range gaps {
 		if hazard[g.Date] && g.Kind != Stale {
-			week[weekStart(g.Date)] = g.Date
-			month[g.Date.Month()] = g.Date
+			keep(week, weekStart(g.Date), g.Date)
+			keep(month, g.Date.Month(), g.Date)
 		}
 	}
 	for i := range gaps {

@@ -189,7 +189,8 @@ func TestScanSafetyRules(t *testing.T) {
 		// today (UTC) 11-27 - 10 = 11-17 is the oldest day Matomo invalidates.
 		"1 2026-11-10": "missing 2/null unsafe: " + tooOld,
 		"1 2026-11-16": "missing 2/null unsafe: " + tooOld,
-		"1 2026-11-17": "missing 2/null repairable",
+		// Repairable by itself, but its week holds 11-16 (see ProtectPeriods).
+		"1 2026-11-17": "missing 2/null unsafe: its week holds 2026-11-16, which has no usable archive and whose raw data may be purged: Matomo would rebuild that day too when it rebuilds the week",
 		"1 2026-11-20": "invalidated 1/40 unsafe: raw visits (1) are less than half of the archived 40: raw data may be partly purged, rebuilding would lose reports",
 		"1 2026-11-26": "missing 2/null unsafe: yesterday: waiting for the scheduled core:archive run",
 	}
@@ -201,10 +202,11 @@ func TestScanSafetyRules(t *testing.T) {
 	if len(got) != len(want) {
 		t.Errorf("got %d gaps, want %d: %v", len(got), len(want), got)
 	}
-	// Once a run started after yesterday ended, yesterday is repairable.
+	// Once a run started after yesterday ended, yesterday is repairable by
+	// itself, but November holds days whose raw data may be purged.
 	d.SetLastArchiveRun(ts("2026-11-27 00:05:00"))
 	d.Invalidate()
-	if g := gapMap(scan(t, d))["1 2026-11-26"]; g != "missing 2/null repairable" {
+	if g := gapMap(scan(t, d))["1 2026-11-26"]; g != "missing 2/null unsafe: its month holds 2026-11-01, which has no usable archive and whose raw data may be purged: Matomo would rebuild that day too when it rebuilds the month" {
 		t.Errorf("yesterday after a run: %q", g)
 	}
 }
