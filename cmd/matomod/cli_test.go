@@ -218,3 +218,22 @@ func TestHelpMatchesREADME(t *testing.T) {
 		t.Errorf("README documents %s, which --help does not have", f)
 	}
 }
+
+// Regression (issue 11): a site whose time zone matomod cannot read was
+// skipped in silence ("Scanned 0 sites … No gaps", exit 0).
+func TestGapsReportsUnreadableTimeZone(t *testing.T) {
+	e := matomotest.New(t)
+	e.AddSite(3, "Mars/Base", day(30).Format("2006-01-02"))
+	e.AddSite(4, "UTC", day(30).Format("2006-01-02"))
+	e.SetOption("version_core", matomotest.MatomoVersion)
+	cfg := writeConfig(t, e, "")
+	code, out, errOut := cli(t, "--config.file="+cfg, "gaps", "--sites=3")
+	if code != exitError || !strings.Contains(errOut, "site 3 not scanned") || !strings.Contains(out, "Skipped 1 site(s) that could not be scanned: 3") {
+		t.Errorf("gaps --sites=3: exit %d\n%s\n%s", code, out, errOut)
+	}
+	// Not named: the scan of the others stands, the skip is still said.
+	code, out, errOut = cli(t, "--config.file="+cfg, "gaps")
+	if code != exitOK || !strings.Contains(out, "Skipped 1 site(s)") || !strings.Contains(errOut, "site 3 not scanned") {
+		t.Errorf("gaps: exit %d\n%s\n%s", code, out, errOut)
+	}
+}

@@ -100,6 +100,11 @@ func cmdGaps(ctx context.Context, g *globals, f *gapFlags, stdout, stderr io.Wri
 	for _, e := range res.SiteErrors {
 		fmt.Fprintf(stderr, "matomod: site %d not scanned: %s\n", e.IDSite, e.Error)
 	}
+	// An operator who named a site that could not be scanned gets no
+	// answer for it: that is an error, not "no gaps".
+	if f.sites != "" && len(res.SiteErrors) > 0 {
+		return exitError
+	}
 	if len(res.Gaps) > 0 {
 		return exitFound
 	}
@@ -115,6 +120,13 @@ func fail(stderr io.Writer, err error) int {
 // ranges, the way an operator reads them.
 func printGapTable(w io.Writer, r *gapdetect.Result) {
 	fmt.Fprintf(w, "Scanned %d sites, %s to %s (site-local days), at %s.\n", r.SitesScanned, r.Window.Since, r.Window.Until, r.ScannedAt.Format(time.RFC3339))
+	if n := len(r.SiteErrors); n > 0 {
+		var ids []string
+		for _, e := range r.SiteErrors {
+			ids = append(ids, fmt.Sprint(e.IDSite))
+		}
+		fmt.Fprintf(w, "Skipped %d site(s) that could not be scanned: %s (reasons on stderr).\n", n, strings.Join(ids, ", "))
+	}
 	if len(r.Gaps) == 0 {
 		fmt.Fprintln(w, "No gaps: every day with raw visits has a good archive.")
 	} else {

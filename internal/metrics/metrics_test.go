@@ -469,3 +469,33 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 }
+
+// The daemon serves /metrics through Handler: the gap families come from
+// the copy encoded at SetGaps, once, and the rest from the registry.
+func TestHandlerServesEncodedGaps(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := New(reg, BuildInfo{Version: "v", Revision: "r", GoVersion: "go"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := m.Handler(reg)
+	m.SetGaps(GapSnapshot{Sites: []SiteGaps{{IDSite: 7, Repairable: map[string]int{KindMissing: 2}}}})
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{`matomo_archive_gaps{idsite="7",kind="missing"} 2`, "matomod_build_info{", "matomod_leader "} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if n := strings.Count(body, "# TYPE matomo_archive_gaps gauge"); n != 1 {
+		t.Errorf("matomo_archive_gaps declared %d times", n)
+	}
+	// The registry itself no longer carries per-site gap series.
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() == "matomo_archive_gaps" && len(mf.GetMetric()) > 0 {
+			t.Errorf("the registry still gathers %d gap series on every scrape", len(mf.GetMetric()))
+		}
+	}
+}
