@@ -9,12 +9,12 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 
@@ -52,7 +52,7 @@ func runDaemon(ctx context.Context, g *globals, log *slog.Logger) int {
 	d.Metrics = met
 	d.Watchdog = watchdogInterval()
 
-	srv, fatal := serveHTTP(g, log, reg, d)
+	srv, fatal := serveHTTP(g, log, met.Handler(reg), d)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -98,17 +98,23 @@ func loadEnv(g *globals, log *slog.Logger, prev *daemon.Env) (*daemon.Env, *setu
 	dbKey := fmt.Sprintf("%x", sha256.Sum256([]byte(fmt.Sprintf("%#v", s.mat.DB))))
 	detectKey := fmt.Sprintf("%#v", s.detectorOptions())
 	var db *matomo.DB
-	var det *gapdetect.Detector
+	var det *persisted
+	statePath := filepath.Join(filepath.Dir(s.cfg.StateFile), "gapscan.json")
 	if prev != nil && prev.DBKey == dbKey {
 		db = prev.Pool.(*matomo.DB)
-		if prev.DetectKey == detectKey {
-			det = prev.Detector.(*gapdetect.Detector)
+		if p := prev.Detector.(*persisted); prev.DetectKey == detectKey && p.path == statePath {
+			det = p
 		}
 	} else if db, err = s.openDB(); err != nil {
 		return nil, nil, err
 	}
 	if det == nil {
-		det = gapdetect.New(db, s.detectorOptions())
+		det = &persisted{Detector: gapdetect.New(db, s.detectorOptions()), path: statePath, log: log}
+		// A state the scan cannot trust (another database, a restore) is
+		// detected by the scan itself, which then reads everything.
+		if err := det.LoadState(statePath); err != nil {
+			log.Warn("gap scan state not loaded: the first scan reads everything", "event", "scan_state_ignored", "path", statePath, "err", err)
+		}
 	}
 	con := s.console(log)
 	return &daemon.Env{
@@ -119,10 +125,29 @@ func loadEnv(g *globals, log *slog.Logger, prev *daemon.Env) (*daemon.Env, *setu
 		Locks:     dbLocks{db},
 		Console:   &runner{s: s, con: con},
 		Detector:  det,
-		Repairer:  &repair.Repairer{DB: db, Console: con, Scanner: det, Opt: s.repairOptions(log, false)},
+		Repairer:  &repair.Repairer{DB: db, Console: con, Scanner: det.Detector, Opt: s.repairOptions(log, false)},
 		Pool:      db,
 		Close:     func() { db.Close() },
 	}, s, nil
+}
+
+// persisted is the gap detector whose state outlives a restart: loaded once
+// when built, written after every scan (gapscan.json beside the state
+// file), so a restarted daemon's first scan costs what a steady one does.
+type persisted struct {
+	*gapdetect.Detector
+	path string
+	log  *slog.Logger
+}
+
+func (p *persisted) Scan(ctx context.Context) (*gapdetect.Result, error) {
+	res, err := p.Detector.Scan(ctx)
+	if err == nil {
+		if serr := p.SaveState(p.path); serr != nil {
+			p.log.Warn("gap scan state not saved: a restart will scan everything", "event", "scan_state_unsaved", "path", p.path, "err", serr)
+		}
+	}
+	return res, err
 }
 
 // matomoState is daemon.Matomo over the database and config.ini.php.
@@ -192,9 +217,9 @@ func (r *runner) Archive(ctx context.Context, runID string) archiver.Result {
 // and basic auth from --web.config.file). No pprof here. A listener that
 // fails (address in use, bad web config) is fatal: `run` exits non-zero so
 // Restart=on-failure applies.
-func serveHTTP(g *globals, log *slog.Logger, reg *prometheus.Registry, d *daemon.Daemon) (*http.Server, <-chan error) {
+func serveHTTP(g *globals, log *slog.Logger, metricsHandler http.Handler, d *daemon.Daemon) (*http.Server, <-chan error) {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
+	mux.Handle("/metrics", metricsHandler)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if !d.Alive() {
 			http.Error(w, "control or scheduler loop is not alive", http.StatusServiceUnavailable)

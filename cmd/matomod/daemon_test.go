@@ -348,3 +348,45 @@ func TestWebConfigBasicAuth(t *testing.T) {
 		t.Errorf("with credentials: %d", resp.StatusCode)
 	}
 }
+
+// Issue 13: a restart was a full scan. The scan state is saved beside the
+// state file after each scan, so the restarted daemon's first scan is a
+// steady (incremental) one.
+func TestRestartScansIncrementally(t *testing.T) {
+	e := matomotest.New(t)
+	e.AddSite(1, "UTC", day(30).Format("2006-01-02"))
+	e.SetOption("version_core", matomotest.MatomoVersion)
+	for d := 10; d >= 2; d-- {
+		e.AddVisits(1, day(d).Add(10*time.Hour), 2)
+		e.AddDayArchive(1, day(d).Format("2006-01-02"), 1, day(d-1).Add(time.Hour), 2)
+	}
+	cfg := writeConfig(t, e, "")
+	firstScan := func(r *running) map[string]any {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			for _, rec := range r.logs.records() {
+				if rec["event"] == "gap_scan_finished" {
+					return rec
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatal("no gap scan within 30 s")
+		return nil
+	}
+	r := startDaemon(t, cfg, "")
+	if rec := firstScan(r); rec["full"] != true {
+		t.Fatalf("first scan of a new daemon: %v", rec)
+	}
+	if c := r.stop(); c != exitOK {
+		t.Fatalf("exit %d", c)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(cfg), "gapscan.json")); err != nil {
+		t.Fatalf("no scan state beside the state file: %v", err)
+	}
+	r = startDaemon(t, cfg, "")
+	if rec := firstScan(r); rec["full"] != false {
+		t.Errorf("first scan after a restart was full: %v", rec)
+	}
+}

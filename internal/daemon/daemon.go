@@ -65,6 +65,7 @@ type Daemon struct {
 	// Owned by the scan goroutine of the current leader term.
 	reported map[matomo.SiteDate]gapdetect.Kind
 	tried    map[matomo.SiteDate]attempt
+	skipped  map[int]string // sites the last scan could not read, and why
 }
 
 func (d *Daemon) now() time.Time {

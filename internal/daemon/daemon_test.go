@@ -391,6 +391,24 @@ func TestRepairOutcomesCountedOncePerDay(t *testing.T) {
 	})
 }
 
+// Issue 11: a site whose time zone cannot be read was skipped in silence.
+// The daemon warns once per site (and again if the reason changes).
+func TestSkippedSiteWarnedOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := settings(t)
+		s.ScanInterval = time.Minute
+		h := newHarness(t, s)
+		h.det.skipped = []gapdetect.SiteError{{IDSite: 6, Error: `time zone "Mars/Base" unknown`}}
+		h.start()
+		time.Sleep(4 * time.Minute)
+		ev := h.logs.events("site_skipped")
+		if len(ev) != 1 || fmt.Sprint(ev[0]["idsite"]) != "6" || !strings.Contains(fmt.Sprint(ev[0]["reason"]), "Mars/Base") {
+			t.Errorf("site_skipped: %v", ev)
+		}
+		h.stop()
+	})
+}
+
 // The watchdog is withheld when the scheduler loop is not alive.
 func TestWatchdogOnlyWhileAlive(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {

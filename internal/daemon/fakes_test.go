@@ -153,16 +153,17 @@ func (c *fakeConsole) Archive(ctx context.Context, runID string) archiver.Result
 }
 
 type fakeDetector struct {
-	mu    sync.Mutex
-	gaps  []gapdetect.Gap
-	scans atomic.Int32
+	mu      sync.Mutex
+	gaps    []gapdetect.Gap
+	skipped []gapdetect.SiteError
+	scans   atomic.Int32
 }
 
 func (d *fakeDetector) Scan(ctx context.Context) (*gapdetect.Result, error) {
 	d.scans.Add(1)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return &gapdetect.Result{Gaps: append([]gapdetect.Gap(nil), d.gaps...), SitesScanned: 1}, nil
+	return &gapdetect.Result{Gaps: append([]gapdetect.Gap(nil), d.gaps...), SiteErrors: append([]gapdetect.SiteError(nil), d.skipped...), SitesScanned: 1}, nil
 }
 
 func (d *fakeDetector) SetLastArchiveRun(time.Time) {}

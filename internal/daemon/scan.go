@@ -65,6 +65,7 @@ func (d *Daemon) scanAndRepair(t *term) {
 	d.Metrics.GapScanFinished(time.Now(), res.Stats.Duration, res.SitesScanned)
 	d.Metrics.SetGaps(metrics.GapSnapshotOf(res))
 	d.logNewGaps(res)
+	d.logSkippedSites(res)
 	d.Log.Info("gap scan finished", "event", "gap_scan_finished", "gaps", len(res.Gaps), "repairable", len(res.Repairable()),
 		"collection_gaps", len(res.CollectionGaps), "sites", res.SitesScanned, "full", res.Stats.Full,
 		"duration", res.Stats.Duration.Round(time.Millisecond), "round_trips", res.Stats.RoundTrips)
@@ -201,6 +202,19 @@ func (d *Daemon) logNewGaps(res *gapdetect.Result) {
 			"raw_visits", g.RawVisits, "repairable", g.Repairable, "reason", g.Reason)
 	}
 	d.reported = seen
+}
+
+// logSkippedSites warns once about each site a scan could not read (an
+// unknown time zone, say), and again when its reason changes.
+func (d *Daemon) logSkippedSites(res *gapdetect.Result) {
+	seen := make(map[int]string, len(res.SiteErrors))
+	for _, e := range res.SiteErrors {
+		seen[e.IDSite] = e.Error
+		if d.skipped[e.IDSite] != e.Error {
+			d.Log.Warn("site not scanned for gaps", "event", "site_skipped", "idsite", e.IDSite, "reason", e.Error)
+		}
+	}
+	d.skipped = seen
 }
 
 // refreshMatomo caches Matomo's own state for /metrics.
