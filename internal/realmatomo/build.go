@@ -2,7 +2,6 @@ package realmatomo
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -108,11 +107,7 @@ func build(ctx context.Context, dir, dbName string, now time.Time, logf func(str
 	if err := unpack(ctx, Tarball(), dir, src); err != nil {
 		return nil, err
 	}
-	dbc, cfg, err := adminConfig()
-	if err != nil {
-		return nil, err
-	}
-	admin, err := sql.Open("mysql", cfg.FormatDSN())
+	dbc, _, admin, err := openAdmin()
 	if err != nil {
 		return nil, err
 	}
@@ -155,13 +150,8 @@ func build(ctx context.Context, dir, dbName string, now time.Time, logf func(str
 			return nil, fmt.Errorf("SitesManager.addSite %s gave id %d, want %d", s.Name, id.Value, s.ID)
 		}
 	}
-	db, err := sql.Open("mysql", cfg.FormatDSN()+"") // admin connection, qualified names below
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
 	// ts_created bounds what Matomo archives: move it before the visits.
-	if _, err := db.ExecContext(ctx, "UPDATE `"+dbName+"`.`"+m.Prefix+"site` SET ts_created = ?", now.AddDate(0, -3, 0).Format(time.DateTime)); err != nil {
+	if _, err := admin.ExecContext(ctx, "UPDATE `"+dbName+"`.`"+m.Prefix+"site` SET ts_created = ?", now.AddDate(0, -3, 0).Format(time.DateTime)); err != nil {
 		return nil, err
 	}
 	visits := Plan(now)

@@ -134,6 +134,16 @@ func adminConfig() (DBConfig, *mysql.Config, error) {
 	return d, cfg, nil
 }
 
+// openAdmin connects to the server without a default database.
+func openAdmin() (DBConfig, *mysql.Config, *sql.DB, error) {
+	d, cfg, err := adminConfig()
+	if err != nil {
+		return d, nil, nil, err
+	}
+	db, err := sql.Open("mysql", cfg.FormatDSN())
+	return d, cfg, db, err
+}
+
 func cacheRoot() string {
 	if d := os.Getenv("MATOMOD_REALMATOMO_CACHE"); d != "" {
 		return d
@@ -213,11 +223,7 @@ func pruneOld(ctx context.Context, root, keep string) {
 			os.RemoveAll(filepath.Join(root, e.Name()))
 		}
 	}
-	_, cfg, err := adminConfig()
-	if err != nil {
-		return
-	}
-	db, err := sql.Open("mysql", cfg.FormatDSN())
+	_, _, db, err := openAdmin()
 	if err != nil {
 		return
 	}
@@ -249,11 +255,7 @@ func load(ctx context.Context, dir string) (*Template, error) {
 	if err := json.Unmarshal(b, &t.Manifest); err != nil {
 		return nil, err
 	}
-	_, cfg, err := adminConfig()
-	if err != nil {
-		return nil, err
-	}
-	db, err := sql.Open("mysql", cfg.FormatDSN())
+	_, _, db, err := openAdmin()
 	if err != nil {
 		return nil, err
 	}
@@ -305,11 +307,7 @@ func (tm *Template) Copy(ctx context.Context, parent string) (*Instance, error) 
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	name := "matomod_rt_" + hex.EncodeToString(b[:])
-	_, cfg, err := adminConfig()
-	if err != nil {
-		return nil, err
-	}
-	admin, err := sql.Open("mysql", cfg.FormatDSN())
+	_, cfg, admin, err := openAdmin()
 	if err != nil {
 		return nil, err
 	}
