@@ -158,7 +158,7 @@ func TestIncrementalEqualsFullScan(t *testing.T) {
 		fd := New(db, o)
 		fd.SetLastArchiveRun(run)
 		fresh := scan(t, fd)
-		a, b := gapMap(inc), gapMap(fresh)
+		a, b := allGapMap(inc), allGapMap(fresh)
 		if !maps.Equal(a, b) || !slices.Equal(collMap(inc), collMap(fresh)) {
 			t.Fatalf("step %d (full=%v) after\n  %s\nincremental differs from a fresh full scan:\n%s\ncollection gaps: %v vs %v",
 				i, inc.Stats.Full, strings.Join(log, "\n  "), diffMaps(a, b), collMap(inc), collMap(fresh))
