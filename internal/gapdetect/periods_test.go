@@ -148,7 +148,9 @@ func TestPeriodRepairable(t *testing.T) {
 	}{
 		{"plain", func(*PeriodFacts) {}, Missing, true, ""},
 		{"no raw", func(f *PeriodFacts) { f.Raw = 0 }, Missing, false, "no raw visits in log_visit for this week: nothing to rebuild from"},
-		{"current", func(f *PeriodFacts) { f.Period, f.Date, f.Last = matomo.PeriodMonth, day("2026-11-01"), day("2026-11-30") }, Missing, false, "the current month: the scheduled core:archive run archives it"},
+		{"current", func(f *PeriodFacts) {
+			f.Period, f.Date, f.Last = matomo.PeriodMonth, day("2026-11-01"), day("2026-11-30")
+		}, Missing, false, "the current month: the scheduled core:archive run archives it"},
 		{"at risk", func(f *PeriodFacts) { f.AtRisk = day("2026-11-01") }, Missing, false, "Matomo would rebuild 2026-11-01 with this week (it has no usable archive) and its raw data may be purged: rebuilding would lose reports"},
 		{"half", func(f *PeriodFacts) { f.Archived = i64(11) }, Invalidated, false, "raw visits (5) are less than half of the archived 11: raw data may be partly purged, rebuilding would lose reports"},
 		{"stale ignores half", func(f *PeriodFacts) { f.Archived = i64(11) }, Stale, true, ""},
