@@ -113,6 +113,10 @@ type state struct {
 	// when a purge moves log_visit's MIN(idvisit), which clears it.
 	firstVisit map[int]time.Time
 	firstRead  map[int]bool
+	// periodMemo keeps, per week, month and year, what the last scan
+	// read for it (its raw visits, its sum check) with the facts it was
+	// read under: a rescan reads again only when those moved.
+	periodMemo map[matomo.PeriodKey]*periodMemo
 	// identity is matomo.DB.Identity at the last full scan; a state
 	// loaded from a file is checked against it before its first use.
 	identity      string
@@ -121,7 +125,8 @@ type state struct {
 
 func newState(now time.Time) *state {
 	return &state{sites: map[int]*siteState{}, fullAt: now, tables: map[string]matomo.TableSig{},
-		reports: map[string]bool{}, firstVisit: map[int]time.Time{}, firstRead: map[int]bool{}}
+		reports: map[string]bool{}, firstVisit: map[int]time.Time{}, firstRead: map[int]bool{},
+		periodMemo: map[matomo.PeriodKey]*periodMemo{}}
 }
 
 type siteState struct {
@@ -882,6 +887,9 @@ func (sc *scanCtx) readTouched(ctx context.Context) error {
 			for _, info := range ss.open {
 				info.rawKnown = false
 			}
+		}
+		for _, m := range sc.st.periodMemo {
+			m.rawKnown = false
 		}
 		clear(sc.st.firstVisit)
 		clear(sc.st.firstRead)

@@ -149,14 +149,50 @@ func PeriodRepairable(f PeriodFacts, kind Kind, s Safety) (bool, string) {
 
 // periodCand is a week, month or year being judged in one scan.
 type periodCand struct {
-	ss          *siteState
-	key         matomo.PeriodKey // IDSite set
-	last        matomo.Date
-	f           DayFacts
-	kind        Kind
-	gap         bool
-	suspect     bool // good, but a day was archived after it: sum check
-	archivedIDs int64
+	ss      *siteState
+	key     matomo.PeriodKey // IDSite set
+	last    matomo.Date
+	f       DayFacts
+	kind    Kind
+	gap     bool
+	suspect bool   // good, but a day was archived after it: sum check
+	fp      uint64 // the facts its sum check depends on
+	memo    *periodMemo
+}
+
+// periodMemo is what a scan read for one period, kept for the next.
+type periodMemo struct {
+	raw      int64 // raw visits of the whole period
+	rawKnown bool  // cleared by new visits in it, and by purges
+	// nb_visits of the archive archID (archKnown: read; none is nil).
+	archID    int64
+	archKnown bool
+	archived  *int64
+	// The sum check's verdict under the fingerprint sumFP (0: none).
+	sumFP    uint64
+	sumStale bool
+}
+
+// fingerprint hashes what a period's sum check depends on: its archive
+// and each day's newest archive time and state. A day re-archived, deleted
+// or invalidated in place changes it.
+func (ss *siteState) fingerprint(first, last matomo.Date, f matomo.DoneFlag) uint64 {
+	h := uint64(14695981039346656037)
+	mix := func(v uint64) {
+		h ^= v
+		h *= 1099511628211
+	}
+	mix(uint64(f.IDArchive))
+	mix(uint64(f.Value))
+	mix(uint64(f.TSArchived.Unix()))
+	for d := first; d <= last; d++ {
+		ts := uint32(0)
+		if i := int(d - ss.since); i >= 0 && i < len(ss.dayTS) {
+			ts = ss.dayTS[i]
+		}
+		mix(uint64(ts)<<8 | uint64(ss.get(d)))
+	}
+	return h | 1 // never 0, which means "not checked"
 }
 
 // checkPeriods judges every week, month and year that overlaps a site's
@@ -178,6 +214,13 @@ type periodCand struct {
 // when no day was re-archived after its periods.
 func (sc *scanCtx) checkPeriods(ctx context.Context) error {
 	sc.periodGaps = nil
+	memos := sc.st.periodMemo
+	sc.st.periodMemo = map[matomo.PeriodKey]*periodMemo{}
+	// New visits in a period make its raw count stale.
+	touched := map[int][]matomo.Date{}
+	for k := range sc.touched {
+		touched[k.IDSite] = append(touched[k.IDSite], k.Date)
+	}
 	var cands []*periodCand
 	for _, ss := range sc.st.sites {
 		if ss.site.Loc == nil || ss.until < ss.since {
@@ -204,6 +247,26 @@ func (sc *scanCtx) checkPeriods(ctx context.Context) error {
 					c.suspect = true
 				}
 				if c.gap || c.suspect {
+					c.memo = memos[k]
+					if c.memo == nil {
+						c.memo = &periodMemo{}
+					}
+					sc.st.periodMemo[k] = c.memo
+					// A visit that goes on past midnight moves to the
+					// next day without a new idvisit: recent periods are
+					// always counted again (as probe does for days).
+					if last >= today.AddDays(-2) {
+						c.memo.rawKnown = false
+					}
+					for _, d := range touched[ss.site.ID] {
+						if d >= first && d <= last {
+							c.memo.rawKnown = false
+							break
+						}
+					}
+					if c.suspect {
+						c.fp = ss.fingerprint(first, last, c.f.Newest)
+					}
 					cands = append(cands, c)
 				}
 			}
@@ -225,16 +288,25 @@ func (sc *scanCtx) checkPeriods(ctx context.Context) error {
 		return nil
 	}
 	// Raw visits of the whole period: one index range per gap (gaps are
-	// few; the good periods are never counted).
-	probes := make([]matomo.Probe, len(judged))
-	for i, c := range judged {
+	// few; the good periods are never counted), kept until visits in it
+	// change.
+	var probes []matomo.Probe
+	var counted []*periodCand
+	for _, c := range judged {
+		if c.memo.rawKnown {
+			continue
+		}
 		s, _ := matomo.DayBounds(c.ss.site.Loc, c.key.Date)
 		_, e := matomo.DayBounds(c.ss.site.Loc, c.last)
-		probes[i] = matomo.Probe{IDSite: c.key.IDSite, From: s, To: e}
+		probes = append(probes, matomo.Probe{IDSite: c.key.IDSite, From: s, To: e})
+		counted = append(counted, c)
 	}
 	counts, err := sc.d.db.CountVisits(ctx, probes)
 	if err != nil {
 		return err
+	}
+	for i, c := range counted {
+		c.memo.raw, c.memo.rawKnown = counts[i], true
 	}
 	sc.stats.Probes += len(probes)
 	var need []int
@@ -256,8 +328,8 @@ func (sc *scanCtx) checkPeriods(ctx context.Context) error {
 		}
 		sc.firstVisit = sc.st.firstVisit
 	}
-	for i, c := range judged {
-		c.f.Raw = counts[i]
+	for _, c := range judged {
+		c.f.Raw = c.memo.raw
 		if c.kind == Missing && c.f.Raw == 0 {
 			continue // only archived days, no raw visit: nothing to build
 		}
@@ -303,7 +375,7 @@ func (sc *scanCtx) periodSums(ctx context.Context, cands []*periodCand) error {
 	// nb_visits of every candidate's own newest archive.
 	byTable := map[string][]int64{}
 	for _, c := range cands {
-		if id := c.f.Newest.IDArchive; id != 0 {
+		if id := c.f.Newest.IDArchive; id != 0 && (!c.memo.archKnown || c.memo.archID != id) {
 			byTable[matomo.TableFor(c.key.Date)] = append(byTable[matomo.TableFor(c.key.Date)], id)
 		}
 	}
@@ -319,12 +391,26 @@ func (sc *scanCtx) periodSums(ctx context.Context, cands []*periodCand) error {
 		if c.f.Newest.IDArchive == 0 {
 			continue
 		}
+		if c.memo.archKnown && c.memo.archID == c.f.Newest.IDArchive {
+			c.f.Archived = c.memo.archived
+			continue
+		}
 		v, ok := nb[matomo.TableFor(c.key.Date)][c.f.Newest.IDArchive]
 		if !ok && c.f.Newest.Value != matomo.DoneError && c.f.Newest.Value != matomo.DonePartial {
 			ok = true // a finished archive without nb_visits found no visit
 		}
 		if ok {
 			c.f.Archived = &v
+		}
+		c.memo.archID, c.memo.archKnown, c.memo.archived = c.f.Newest.IDArchive, true, c.f.Archived
+	}
+	for _, c := range cands {
+		if c.suspect && c.memo.sumFP == c.fp {
+			c.suspect = false // checked under the same facts: same verdict
+			if c.memo.sumStale {
+				c.f.Stale = true
+				c.kind, c.gap = Stale, true
+			}
 		}
 	}
 	// The suspects' days: newest archive of each, nb_visits of the good.
@@ -377,7 +463,8 @@ func (sc *scanCtx) periodSums(ctx context.Context, cands []*periodCand) error {
 		for d := c.key.Date; d <= c.last; d++ {
 			sum += dayNb[matomo.SiteDate{IDSite: c.key.IDSite, Date: d}]
 		}
-		if *c.f.Archived < sum {
+		c.memo.sumFP, c.memo.sumStale = c.fp, *c.f.Archived < sum
+		if c.memo.sumStale {
 			c.f.Stale = true
 			c.kind, c.gap = Stale, true
 		}

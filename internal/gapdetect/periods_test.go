@@ -65,6 +65,7 @@ func TestPeriodKinds(t *testing.T) {
 	goodDay("2026-11-03", 2)
 	goodDay("2026-11-04", 3)
 	period(matomo.PeriodWeek, "2026-11-02", "2026-11-08", matomo.DoneOK, at("2026-11-09", 1), 5)
+	e.AddDayArchive(1, "2026-11-04", matomo.DoneOK, at("2026-11-25", 1), 3) // after its week, same count: not stale
 	// A week with no archive.
 	goodDay("2026-11-10", 1)
 	// A week archived before one of its days was re-archived with more visits.
@@ -103,6 +104,14 @@ func TestPeriodKinds(t *testing.T) {
 	delete(want, "1 week 2026-11-16")
 	if r3 := scan(t, d); r3.Stats.Full || !maps.Equal(periodMap(r3), want) {
 		t.Errorf("after re-archiving the week (full=%v): %v", r3.Stats.Full, periodMap(r3))
+	}
+	// A day of a week already checked is re-archived with one more visit:
+	// the sum is read again (its facts moved) and the week is stale.
+	e.AddVisits(1, ts("2026-11-04 15:00:00"), 1)
+	e.AddDayArchive(1, "2026-11-04", matomo.DoneOK, at("2026-11-26", 1), 4)
+	want["1 week 2026-11-02"] = "stale 6/5 repairable"
+	if r4 := scan(t, d); r4.Stats.Full || !maps.Equal(periodMap(r4), want) {
+		t.Errorf("after a day of a checked week got more visits (full=%v): %v", r4.Stats.Full, periodMap(r4))
 	}
 }
 

@@ -30,6 +30,18 @@ type savedState struct {
 	FirstVisit map[string]time.Time `json:"first_visit"`
 	FirstRead  []int                `json:"first_read"`
 	Sites      []savedSite          `json:"sites"`
+	Memos      []savedMemo          `json:"period_memos"`
+}
+
+type savedMemo struct {
+	Key       matomo.PeriodKey `json:"k"`
+	Raw       int64            `json:"raw"`
+	RawKnown  bool             `json:"known"`
+	ArchID    int64            `json:"arch_id"`
+	ArchKnown bool             `json:"arch_known"`
+	Archived  *int64           `json:"arch,omitempty"`
+	SumFP     uint64           `json:"fp"`
+	SumStale  bool             `json:"stale,omitempty"`
 }
 
 type savedQueued struct {
@@ -155,6 +167,10 @@ func (st *state) saved() savedState {
 			s.FirstRead = append(s.FirstRead, id)
 		}
 	}
+	for k, m := range st.periodMemo {
+		s.Memos = append(s.Memos, savedMemo{Key: k, Raw: m.raw, RawKnown: m.rawKnown, ArchID: m.archID, ArchKnown: m.archKnown,
+			Archived: m.archived, SumFP: m.sumFP, SumStale: m.sumStale})
+	}
 	for id, ss := range st.sites {
 		// A copy: the file is encoded after the lock is released, while
 		// the next scan may already change the live slice.
@@ -196,6 +212,10 @@ func (s savedState) state() (*state, error) {
 	}
 	for _, id := range s.FirstRead {
 		st.firstRead[id] = true
+	}
+	for _, m := range s.Memos {
+		st.periodMemo[m.Key] = &periodMemo{raw: m.Raw, rawKnown: m.RawKnown, archID: m.ArchID, archKnown: m.ArchKnown,
+			archived: m.Archived, sumFP: m.SumFP, sumStale: m.SumStale}
 	}
 	for _, sv := range s.Sites {
 		if int(sv.Until-sv.Since)+1 != len(sv.Days) {
