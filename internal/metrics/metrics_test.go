@@ -393,7 +393,7 @@ func TestNewRefusesARegistryInUse(t *testing.T) {
 func TestLabelsAreBounded(t *testing.T) {
 	_, reg := feed(t)
 	allowed := map[string]bool{"result": true, "role": true, "reason": true, "status": true, "kind": true, "repairable": true,
-		"idsite": true, "version": true, "revision": true, "goversion": true}
+		"idsite": true, "version": true, "revision": true, "goversion": true, "period": true}
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
