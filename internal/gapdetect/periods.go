@@ -221,56 +221,113 @@ func (sc *scanCtx) checkPeriods(ctx context.Context) error {
 	for k := range sc.touched {
 		touched[k.IDSite] = append(touched[k.IDSite], k.Date)
 	}
-	var cands []*periodCand
-	for _, ss := range sc.st.sites {
+	// judge classifies one period; ok: a gap or a sum-check suspect.
+	judge := func(ss *siteState, p int, first, last matomo.Date) (c periodCand, ok bool) {
+		k := matomo.PeriodKey{IDSite: ss.site.ID, Period: p, Date: first}
+		c = periodCand{ss: ss, key: k, last: last}
+		c.f = DayFacts{Date: first, Loc: ss.site.Loc, Now: sc.now, Grace: sc.d.opt.Grace, Raw: 1}
+		if pr := ss.periods[matomo.PeriodKey{Period: p, Date: first}]; pr != nil {
+			c.f.Newest, c.f.NewestOK = pr.newest, pr.ok
+		}
+		if q, ok := sc.pqueued[k]; ok {
+			c.f.Queued, c.f.QueuedAt = true, q.TSInvalidated
+		}
+		c.kind, c.gap = Classify(c.f)
+		if !c.gap && !c.f.Queued && c.f.Newest.Good(ss.site.Loc) && first >= ss.since && last <= ss.until &&
+			ss.dayArchivedAfter(first, last, c.f.Newest.TSArchived) {
+			c.suspect = true
+		}
+		return c, c.gap || c.suspect
+	}
+	// each calls fn for every period of ss that ended and has traffic.
+	each := func(ss *siteState, fn func(p int, first, last matomo.Date) bool) {
 		if ss.site.Loc == nil || ss.until < ss.since {
-			continue
+			return
 		}
 		today := matomo.Today(ss.site.Loc, sc.now)
 		for _, p := range []int{matomo.PeriodWeek, matomo.PeriodMonth, matomo.PeriodYear} {
 			for first, last := PeriodOf(p, ss.since); first <= ss.until; first, last = PeriodOf(p, last.AddDays(1)) {
-				if last >= today || !sc.periodTraffic(ss, max(first, ss.since), min(last, ss.until)) {
-					continue
-				}
-				k := matomo.PeriodKey{IDSite: ss.site.ID, Period: p, Date: first}
-				c := &periodCand{ss: ss, key: k, last: last}
-				c.f = DayFacts{Date: first, Loc: ss.site.Loc, Now: sc.now, Grace: sc.d.opt.Grace, Raw: 1}
-				if pr := ss.periods[matomo.PeriodKey{Period: p, Date: first}]; pr != nil {
-					c.f.Newest, c.f.NewestOK = pr.newest, pr.ok
-				}
-				if q, ok := sc.pqueued[k]; ok {
-					c.f.Queued, c.f.QueuedAt = true, q.TSInvalidated
-				}
-				c.kind, c.gap = Classify(c.f)
-				if !c.gap && !c.f.Queued && c.f.Newest.Good(ss.site.Loc) && first >= ss.since && last <= ss.until &&
-					ss.dayArchivedAfter(first, last, c.f.Newest.TSArchived) {
-					c.suspect = true
-				}
-				if c.gap || c.suspect {
-					c.memo = memos[k]
-					if c.memo == nil {
-						c.memo = &periodMemo{}
-					}
-					sc.st.periodMemo[k] = c.memo
-					// A visit that goes on past midnight moves to the
-					// next day without a new idvisit: recent periods are
-					// always counted again (as probe does for days).
-					if last >= today.AddDays(-2) {
-						c.memo.rawKnown = false
-					}
-					for _, d := range touched[ss.site.ID] {
-						if d >= first && d <= last {
-							c.memo.rawKnown = false
-							break
-						}
-					}
-					if c.suspect {
-						c.fp = ss.fingerprint(first, last, c.f.Newest)
-					}
-					cands = append(cands, c)
+				if last < today && sc.periodTraffic(ss, max(first, ss.since), min(last, ss.until)) && !fn(p, first, last) {
+					return
 				}
 			}
 		}
+	}
+	// A period that ended before the site's first raw visit has none: no
+	// count needed, and a missing one is no gap. The first visits of the
+	// sites with candidates are read first (an install whose raw data is
+	// purged, or that never had periods archived, would otherwise count
+	// every period).
+	var need []int
+	for id, ss := range sc.st.sites {
+		if sc.st.firstRead[id] {
+			continue
+		}
+		each(ss, func(p int, first, last matomo.Date) bool {
+			if _, ok := judge(ss, p, first, last); ok {
+				need = append(need, id)
+				return false
+			}
+			return true
+		})
+	}
+	if len(need) > 0 {
+		slices.Sort(need)
+		fv, err := sc.d.db.FirstVisits(ctx, need)
+		if err != nil {
+			return err
+		}
+		for _, id := range need {
+			sc.st.firstRead[id] = true
+			if t, ok := fv[id]; ok {
+				sc.st.firstVisit[id] = t
+			}
+		}
+		sc.firstVisit = sc.st.firstVisit
+	}
+	var cands []*periodCand
+	for id, ss := range sc.st.sites {
+		fv, hasFV := sc.st.firstVisit[id]
+		if !hasFV && sc.st.firstRead[id] {
+			fv = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC) // no raw visit at all
+		}
+		each(ss, func(p int, first, last matomo.Date) bool {
+			cv, ok := judge(ss, p, first, last)
+			if !ok {
+				return true
+			}
+			_, end := matomo.DayBounds(ss.site.Loc, last)
+			noRaw := !fv.IsZero() && !end.After(fv)
+			if noRaw && cv.kind == Missing && !cv.suspect {
+				return true // nothing to build from, and nothing built: not a gap
+			}
+			c := &cv
+			c.memo = memos[c.key]
+			if c.memo == nil {
+				c.memo = &periodMemo{}
+			}
+			sc.st.periodMemo[c.key] = c.memo
+			// A visit that goes on past midnight moves to the next day
+			// without a new idvisit: recent periods are always counted
+			// again (as probe does for days).
+			if last >= matomo.Today(ss.site.Loc, sc.now).AddDays(-2) {
+				c.memo.rawKnown = false
+			}
+			for _, d := range touched[ss.site.ID] {
+				if d >= first && d <= last {
+					c.memo.rawKnown = false
+					break
+				}
+			}
+			if noRaw {
+				c.memo.raw, c.memo.rawKnown = 0, true
+			}
+			if c.suspect {
+				c.fp = ss.fingerprint(first, last, c.f.Newest)
+			}
+			cands = append(cands, c)
+			return true
+		})
 	}
 	if len(cands) == 0 {
 		return nil
@@ -309,25 +366,6 @@ func (sc *scanCtx) checkPeriods(ctx context.Context) error {
 		c.memo.raw, c.memo.rawKnown = counts[i], true
 	}
 	sc.stats.Probes += len(probes)
-	var need []int
-	for _, c := range judged {
-		if !sc.st.firstRead[c.key.IDSite] && !slices.Contains(need, c.key.IDSite) {
-			need = append(need, c.key.IDSite)
-		}
-	}
-	if len(need) > 0 {
-		fv, err := sc.d.db.FirstVisits(ctx, need)
-		if err != nil {
-			return err
-		}
-		for _, id := range need {
-			sc.st.firstRead[id] = true
-			if t, ok := fv[id]; ok {
-				sc.st.firstVisit[id] = t
-			}
-		}
-		sc.firstVisit = sc.st.firstVisit
-	}
 	for _, c := range judged {
 		c.f.Raw = c.memo.raw
 		if c.kind == Missing && c.f.Raw == 0 {

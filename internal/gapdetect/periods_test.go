@@ -179,3 +179,18 @@ func TestPeriodRepairable(t *testing.T) {
 		}
 	}
 }
+
+// Day archives without raw visits (purged raw data, or an install that
+// never archived its periods): no week, month or year is a gap, and none
+// is counted in log_visit: the site's first visit says there is nothing.
+func TestPeriodsWithoutRawVisitsCostNoProbes(t *testing.T) {
+	e := matomotest.New(t)
+	e.AddSite(1, "Europe/Berlin", "2026-09-01")
+	for d := day("2026-09-01"); d <= day("2026-11-26"); d++ {
+		e.AddDayArchive(1, d.String(), matomo.DoneOK, d.Time().Add(30*time.Hour), 5)
+	}
+	r := scan(t, New(openDB(t, e), Options{Now: func() time.Time { return testNow }, VerifyDays: -1})) // no day recounts
+	if len(r.Gaps) != 0 || r.Stats.Probes != 0 {
+		t.Errorf("gaps %v, %d probes: want none", allGapMap(r), r.Stats.Probes)
+	}
+}
