@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -128,7 +129,7 @@ func printRepair(w io.Writer, rep *repair.Report) {
 	}
 	for _, res := range []string{"planned", repair.Repaired, repair.FailedResult, repair.SkippedUnsafe} {
 		var lines, plines []string
-		for _, d := range rep.Days {
+		for _, d := range append(slices.Clone(rep.Days), rep.Periods...) {
 			if d.Result != res {
 				continue
 			}

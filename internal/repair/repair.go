@@ -66,11 +66,14 @@ type DayOutcome struct {
 
 // Report is one repair's outcome.
 type Report struct {
-	DryRun        bool              `json:"dry_run"`
-	Ranges        []gapdetect.Range `json:"-"`
-	Periods       []gapdetect.Gap   `json:"-"` // the weeks, months and years repaired
-	Commands      [][]string        `json:"commands"`
-	Days          []DayOutcome      `json:"days"`
+	DryRun     bool              `json:"dry_run"`
+	Ranges     []gapdetect.Range `json:"-"`
+	PeriodPlan []gapdetect.Gap   `json:"-"` // the weeks, months and years repaired
+	Commands   [][]string        `json:"commands"`
+	Days       []DayOutcome      `json:"days"`
+	// Periods are the weeks', months' and years' outcomes (Days holds
+	// only days, as before periods were repaired).
+	Periods       []DayOutcome      `json:"periods"`
 	Deferred      int               `json:"deferred"` // repairable days (and periods) left for a later cycle (max_repair_days)
 	Invalidations int               `json:"invalidations"`
 	Archive       *archiver.Result  `json:"-"`
@@ -123,7 +126,7 @@ func (r *Repairer) Repair(ctx context.Context, gaps []gapdetect.Gap) (*Report, e
 		}
 	}
 	var deferred int
-	rep.Periods, deferred = planPeriods(gaps, budget)
+	rep.PeriodPlan, deferred = planPeriods(gaps, budget)
 	rep.Deferred += deferred
 	return rep, r.run(ctx, rep, kind)
 }
@@ -243,7 +246,11 @@ func (r *Repairer) RepairDays(ctx context.Context, det *gapdetect.Detector, idsi
 }
 
 func (rep *Report) add(d DayOutcome) {
-	rep.Days = append(rep.Days, d)
+	if d.Period != "" && d.Period != gapdetect.PeriodDay {
+		rep.Periods = append(rep.Periods, d)
+	} else {
+		rep.Days = append(rep.Days, d)
+	}
 	rep.Counts[d.Result]++
 }
 
@@ -252,8 +259,9 @@ func (r *Repairer) runOpts(id string) archiver.RunOptions {
 }
 
 func (r *Repairer) run(ctx context.Context, rep *Report, kind map[matomo.SiteDate]string) error {
-	if len(rep.Ranges) == 0 && len(rep.Periods) == 0 {
+	if len(rep.Ranges) == 0 && len(rep.PeriodPlan) == 0 {
 		sortDays(rep.Days)
+		sortDays(rep.Periods)
 		return nil
 	}
 	var sites []int
@@ -267,7 +275,7 @@ func (r *Repairer) run(ctx context.Context, rep *Report, kind map[matomo.SiteDat
 			sites = append(sites, rg.IDSite)
 		}
 	}
-	jobs := periodJobs(rep.Periods)
+	jobs := periodJobs(rep.PeriodPlan)
 	for _, j := range jobs {
 		args, err := j.args()
 		if err != nil {
@@ -289,10 +297,11 @@ func (r *Repairer) run(ctx context.Context, rep *Report, kind map[matomo.SiteDat
 				rep.add(DayOutcome{IDSite: rg.IDSite, Period: gapdetect.PeriodDay, Date: d, Date2: d, Kind: kind[matomo.SiteDate{IDSite: rg.IDSite, Date: d}], Result: "planned"})
 			}
 		}
-		for _, g := range rep.Periods {
+		for _, g := range rep.PeriodPlan {
 			rep.add(outcomeOf(g, "planned", ""))
 		}
 		sortDays(rep.Days)
+		sortDays(rep.Periods)
 		return nil
 	}
 
@@ -396,7 +405,7 @@ func (r *Repairer) run(ctx context.Context, rep *Report, kind map[matomo.SiteDat
 	if err != nil {
 		return fmt.Errorf("checking the rebuilt archives: %w", err)
 	}
-	pgood, err := r.periodsRebuilt(ctx, rep.Periods, started)
+	pgood, err := r.periodsRebuilt(ctx, rep.PeriodPlan, started)
 	if err != nil {
 		return fmt.Errorf("checking the rebuilt archives: %w", err)
 	}
@@ -411,7 +420,7 @@ func (r *Repairer) run(ctx context.Context, rep *Report, kind map[matomo.SiteDat
 			stillOpen[matomo.PeriodKey{IDSite: g.IDSite, Period: gapdetect.PeriodNumber(g.Period), Date: g.Date}] = g.Kind
 		}
 	}
-	for _, g := range rep.Periods {
+	for _, g := range rep.PeriodPlan {
 		k := matomo.PeriodKey{IDSite: g.IDSite, Period: gapdetect.PeriodNumber(g.Period), Date: g.Date}
 		out := outcomeOf(g, Repaired, "")
 		switch why, bad := pfailed[k]; {
@@ -457,6 +466,7 @@ func (r *Repairer) run(ctx context.Context, rep *Report, kind map[matomo.SiteDat
 	rep.Remaining = append(rep.Remaining, after.Gaps...)
 	rep.After = after
 	sortDays(rep.Days)
+	sortDays(rep.Periods)
 	return nil
 }
 

@@ -324,9 +324,17 @@ func TestRepairPeriods(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range rep.Days {
-		if d.Period == gapdetect.PeriodWeek && d.Result != Repaired {
+	if len(rep.Periods) != 2 {
+		t.Errorf("period outcomes: %+v", rep.Periods)
+	}
+	for _, d := range rep.Periods {
+		if d.Period != gapdetect.PeriodWeek || d.Result != Repaired {
 			t.Errorf("week not repaired: %+v", d)
+		}
+	}
+	for _, d := range rep.Days {
+		if d.Period != gapdetect.PeriodDay {
+			t.Errorf("a period among the days: %+v", d)
 		}
 	}
 	if rep.Counts[Repaired] != 5 {
