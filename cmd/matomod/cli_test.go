@@ -32,6 +32,7 @@ func gapEnv(t *testing.T) (*matomotest.Env, string) {
 		e.AddVisits(3, day(d).Add(8*time.Hour), 4)
 	}
 	e.AddDayArchive(3, day(9).Format("2006-01-02"), 1, day(7), 4)
+	archivePeriods(e, 3, map[time.Time]int64{day(20): 1, day(10): 4, day(9): 4}) // weeks, months and years are fine
 	return e, writeConfig(t, e, "")
 }
 
@@ -66,11 +67,11 @@ func TestGapsCommand(t *testing.T) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	if strings.Join(keys, ",") != "archived_visits,date,idsite,kind,raw_visits,reason,repairable" {
+	if strings.Join(keys, ",") != "archived_visits,date,date2,idsite,kind,period,raw_visits,reason,repairable" {
 		t.Errorf("gap keys: %v", keys)
 	}
 	code, out, _ = cli(t, "--config.file="+cfg, "gaps")
-	if code != exitFound || !regexp.MustCompile(`3\s+`+day(10).Format("2006-01-02")+`\s+1\s+missing\s+4\s+-\s+yes`).MatchString(out) {
+	if code != exitFound || !regexp.MustCompile(`3\s+day\s+`+day(10).Format("2006-01-02")+`\s+1\s+missing\s+4\s+-\s+yes`).MatchString(out) {
 		t.Errorf("table (%d):\n%s", code, out)
 	}
 	// No gaps in a window without them: exit 0.

@@ -128,15 +128,16 @@ func printGapTable(w io.Writer, r *gapdetect.Result) {
 		fmt.Fprintf(w, "Skipped %d site(s) that could not be scanned: %s (reasons on stderr).\n", n, strings.Join(ids, ", "))
 	}
 	if len(r.Gaps) == 0 {
-		fmt.Fprintln(w, "No gaps: every day with raw visits has a good archive.")
+		fmt.Fprintln(w, "No gaps: every day with raw visits, and every week, month and year that ended, has a good archive.")
 	} else {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "SITE\tDAYS\tN\tKIND\tRAW VISITS\tARCHIVED\tREPAIR")
+		fmt.Fprintln(tw, "SITE\tPERIOD\tDAYS\tN\tKIND\tRAW VISITS\tARCHIVED\tREPAIR")
 		for _, rg := range groupGaps(r.Gaps) {
 			days := rg.from.String()
-			if rg.to != rg.from {
-				days += ".." + rg.to.String()
+			if rg.last != rg.from {
+				days += ".." + rg.last.String()
 			}
+			n := rg.n
 			archived := "-"
 			if rg.hasArchived {
 				archived = fmt.Sprint(rg.archived)
@@ -145,16 +146,25 @@ func printGapTable(w io.Writer, r *gapdetect.Result) {
 			if !rg.repairable {
 				verdict = "no: " + rg.reason
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%s\t%s\n", rg.idsite, days, int(rg.to-rg.from)+1, rg.kind, rg.raw, archived, verdict)
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", rg.idsite, rg.period, days, n, rg.kind, rg.raw, archived, verdict)
 		}
 		tw.Flush()
-		rep := 0
+		rep, days, periods := 0, 0, 0
 		for _, g := range r.Gaps {
 			if g.Repairable {
 				rep++
 			}
+			if g.IsDay() {
+				days++
+			} else {
+				periods++
+			}
 		}
-		fmt.Fprintf(w, "%d gap days (%d repairable).", len(r.Gaps), rep)
+		if periods > 0 {
+			fmt.Fprintf(w, "%d gap days and %d gap weeks, months or years (%d repairable).", days, periods, rep)
+		} else {
+			fmt.Fprintf(w, "%d gap days (%d repairable).", days, rep)
+		}
 		if rep > 0 {
 			fmt.Fprint(w, " See what a repair would do: matomod repair --dry-run")
 		}
@@ -169,9 +179,14 @@ func printGapTable(w io.Writer, r *gapdetect.Result) {
 	}
 }
 
+// gapRange is consecutive gap days of one site, kind and verdict, or one
+// week, month or year (from..last; n counts the days or the period).
 type gapRange struct {
 	idsite      int
+	period      string
 	from, to    matomo.Date
+	last        matomo.Date
+	n           int
 	kind        gapdetect.Kind
 	raw         int64
 	archived    int64
@@ -185,9 +200,10 @@ func groupGaps(gaps []gapdetect.Gap) []gapRange {
 	for _, g := range gaps {
 		if n := len(out); n > 0 {
 			last := &out[n-1]
-			if last.idsite == g.IDSite && last.to.AddDays(1) == g.Date && last.kind == g.Kind &&
+			if g.IsDay() && last.period == gapdetect.PeriodDay && last.idsite == g.IDSite && last.to.AddDays(1) == g.Date && last.kind == g.Kind &&
 				last.repairable == g.Repairable && last.reason == g.Reason && last.hasArchived == (g.ArchivedVisits != nil) {
-				last.to = g.Date
+				last.to, last.last = g.Date, g.Date
+				last.n++
 				last.raw += g.RawVisits
 				if g.ArchivedVisits != nil {
 					last.archived += *g.ArchivedVisits
@@ -195,7 +211,13 @@ func groupGaps(gaps []gapdetect.Gap) []gapRange {
 				continue
 			}
 		}
-		r := gapRange{idsite: g.IDSite, from: g.Date, to: g.Date, kind: g.Kind, raw: g.RawVisits, repairable: g.Repairable, reason: g.Reason}
+		r := gapRange{idsite: g.IDSite, period: gapdetect.PeriodDay, from: g.Date, to: g.Date, last: g.Date, n: 1, kind: g.Kind, raw: g.RawVisits, repairable: g.Repairable, reason: g.Reason}
+		if !g.IsDay() {
+			r.period = g.Period
+			if g.Date2 > g.Date {
+				r.last = g.Date2
+			}
+		}
 		if g.ArchivedVisits != nil {
 			r.archived, r.hasArchived = *g.ArchivedVisits, true
 		}

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
 
+	"github.com/matomod/matomod/internal/gapdetect"
 	"github.com/matomod/matomod/internal/matomo"
 	"github.com/matomod/matomod/internal/repair"
 )
@@ -126,9 +128,20 @@ func printRepair(w io.Writer, rep *repair.Report) {
 		fmt.Fprintln(w, "  "+repair.ShellQuote(c))
 	}
 	for _, res := range []string{"planned", repair.Repaired, repair.FailedResult, repair.SkippedUnsafe} {
-		var lines []string
-		for _, d := range rep.Days {
+		var lines, plines []string
+		for _, d := range append(slices.Clone(rep.Days), rep.Periods...) {
 			if d.Result != res {
+				continue
+			}
+			if d.Period != "" && d.Period != gapdetect.PeriodDay {
+				l := fmt.Sprintf("  site %d %s %s..%s", d.IDSite, d.Period, d.Date, d.Date2)
+				if d.Kind != "" {
+					l += " (" + d.Kind + ")"
+				}
+				if d.Reason != "" {
+					l += ": " + d.Reason
+				}
+				plines = append(plines, l)
 				continue
 			}
 			l := fmt.Sprintf("  site %d %s", d.IDSite, d.Date)
@@ -143,14 +156,17 @@ func printRepair(w io.Writer, rep *repair.Report) {
 		if len(lines) > 0 {
 			fmt.Fprintf(w, "%s: %d day(s)\n%s\n", res, len(lines), strings.Join(lines, "\n"))
 		}
+		if len(plines) > 0 {
+			fmt.Fprintf(w, "%s: %d week(s), month(s) or year(s)\n%s\n", res, len(plines), strings.Join(plines, "\n"))
+		}
 	}
 	if rep.Deferred > 0 {
 		fmt.Fprintf(w, "deferred: %d older repairable day(s) left for a later run (gaps.max_repair_days)\n", rep.Deferred)
 	}
 	if !rep.DryRun && len(rep.Commands) > 0 {
-		fmt.Fprintf(w, "still open after the repair: %d gap day(s)\n", len(rep.Remaining))
+		fmt.Fprintf(w, "still open after the repair: %d gap(s)\n", len(rep.Remaining))
 		for _, rg := range groupGaps(rep.Remaining) {
-			fmt.Fprintf(w, "  site %d %s..%s %s\n", rg.idsite, rg.from, rg.to, rg.kind)
+			fmt.Fprintf(w, "  site %d %s %s..%s %s\n", rg.idsite, rg.period, rg.from, rg.last, rg.kind)
 		}
 	}
 }

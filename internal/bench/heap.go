@@ -73,7 +73,7 @@ func (b *bench) heapFigures(ctx context.Context, dir string, rng *rand.Rand) err
 		name, c.heapSites, c.heapDays, expected, secs(seedDur)))
 	r.add(row{figure: fmt.Sprintf("gap scan, %d sites × %d days", c.heapSites, c.heapDays), kind: "full", median: dur(sum.median), spread: spread(sum),
 		trips: itoa(sum.trips), disk: pages(sum.diskPages), heap: heapOf(sum), target: "≤ 64 MiB heap", verdict: verdictMax(float64(sum.heap), targetHeap) + scale})
-	if got := len(sum.res.Gaps); got != expected {
+	if got := len(gapSet(sum.res)); got != expected { // days: no period archive is seeded here
 		r.agree = false
 		r.checks = append(r.checks, fmt.Sprintf("%s: matomod found %d gaps, %d were seeded", name, got, expected))
 	} else {

@@ -202,11 +202,14 @@ func rescan(ctx context.Context, det *gapdetect.Detector) (sample, error) {
 	return sample{dur: dur, trips: res.Stats.RoundTrips, heap: heap, live: live, full: res.Stats.Full, res: res}, nil
 }
 
-// gapSet is the set of site-days a result reports, ignoring kinds.
+// gapSet is the set of site-days a result reports, ignoring kinds. Week,
+// month and year gaps are left out: the naive query knows only days.
 func gapSet(r *gapdetect.Result) map[matomo.SiteDate]gapdetect.Kind {
 	m := make(map[matomo.SiteDate]gapdetect.Kind, len(r.Gaps))
 	for _, g := range r.Gaps {
-		m[matomo.SiteDate{IDSite: g.IDSite, Date: g.Date}] = g.Kind
+		if g.IsDay() {
+			m[matomo.SiteDate{IDSite: g.IDSite, Date: g.Date}] = g.Kind
+		}
 	}
 	return m
 }
@@ -237,7 +240,9 @@ func diff[V, W any](a map[matomo.SiteDate]V, b map[matomo.SiteDate]W) (onlyA, on
 func kindCounts(r *gapdetect.Result) map[gapdetect.Kind]int {
 	m := map[gapdetect.Kind]int{}
 	for _, g := range r.Gaps {
-		m[g.Kind]++
+		if g.IsDay() {
+			m[g.Kind]++
+		}
 	}
 	return m
 }

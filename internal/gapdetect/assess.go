@@ -40,7 +40,9 @@ func (d *Detector) Assess(ctx context.Context, idsite int, from, to matomo.Date)
 	res := sc.result()
 	gaps := map[matomo.Date]Gap{}
 	for _, g := range res.Gaps {
-		gaps[g.Date] = g
+		if g.IsDay() { // weeks, months and years are not named by --dates
+			gaps[g.Date] = g
+		}
 	}
 	// Good days still need their raw count for the safety rules.
 	var probes []matomo.Probe
@@ -67,7 +69,7 @@ func (d *Detector) Assess(ctx context.Context, idsite int, from, to matomo.Date)
 		return nil, err
 	}
 	for i, day := range days {
-		g := Gap{IDSite: idsite, Date: day, RawVisits: counts[i]}
+		g := Gap{IDSite: idsite, Period: PeriodDay, Date: day, Date2: day, RawVisits: counts[i]}
 		if a, ok := archived[day]; ok {
 			g.ArchivedVisits = &a
 		}
@@ -82,7 +84,7 @@ func (d *Detector) Assess(ctx context.Context, idsite int, from, to matomo.Date)
 		if g, ok := gaps[day]; ok {
 			out = append(out, g)
 		} else {
-			out = append(out, Gap{IDSite: idsite, Date: day, Reason: "before the site was created"})
+			out = append(out, Gap{IDSite: idsite, Period: PeriodDay, Date: day, Date2: day, Reason: "before the site was created"})
 		}
 	}
 	return out, nil

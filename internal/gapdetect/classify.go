@@ -259,7 +259,7 @@ func (sc *scanCtx) result() *Result {
 			if !ok {
 				continue
 			}
-			g := Gap{IDSite: ss.site.ID, Date: d, Kind: kind, RawVisits: info.raw, ArchivedVisits: f.Archived}
+			g := Gap{IDSite: ss.site.ID, Period: PeriodDay, Date: d, Date2: d, Kind: kind, RawVisits: info.raw, ArchivedVisits: f.Archived}
 			g.Repairable, g.Reason = Repairable(f, kind, safety)
 			if !g.Repairable && purgeRisk(f, safety) {
 				if hazard == nil {
@@ -272,6 +272,11 @@ func (sc *scanCtx) result() *Result {
 		ProtectPeriods(site, hazard)
 		r.Gaps = append(r.Gaps, site...)
 		r.CollectionGaps = append(r.CollectionGaps, sc.collectionGaps(ss)...)
+	}
+	for _, g := range sc.periodGaps {
+		if sc.st.sites[g.IDSite] != nil {
+			r.Gaps = append(r.Gaps, g)
+		}
 	}
 	SortGaps(r.Gaps)
 	slices.SortFunc(r.CollectionGaps, func(a, b CollectionGap) int {

@@ -113,6 +113,10 @@ type state struct {
 	// when a purge moves log_visit's MIN(idvisit), which clears it.
 	firstVisit map[int]time.Time
 	firstRead  map[int]bool
+	// periodMemo keeps, per week, month and year, what the last scan
+	// read for it (its raw visits, its sum check) with the facts it was
+	// read under: a rescan reads again only when those moved.
+	periodMemo map[matomo.PeriodKey]*periodMemo
 	// identity is matomo.DB.Identity at the last full scan; a state
 	// loaded from a file is checked against it before its first use.
 	identity      string
@@ -121,7 +125,8 @@ type state struct {
 
 func newState(now time.Time) *state {
 	return &state{sites: map[int]*siteState{}, fullAt: now, tables: map[string]matomo.TableSig{},
-		reports: map[string]bool{}, firstVisit: map[int]time.Time{}, firstRead: map[int]bool{}}
+		reports: map[string]bool{}, firstVisit: map[int]time.Time{}, firstRead: map[int]bool{},
+		periodMemo: map[matomo.PeriodKey]*periodMemo{}}
 }
 
 type siteState struct {
@@ -129,6 +134,13 @@ type siteState struct {
 	since, until matomo.Date
 	days         []uint8 // index: date - since
 	open         map[matomo.Date]*dayInfo
+	// dayTS is ts_archived (Unix seconds, 0: none) of each day's newest
+	// archive: a week, month or year archived before one of its days
+	// may be stale against it (see checkPeriods). Index: date - since.
+	dayTS []uint32
+	// periods holds the newest week, month and year done flags of the
+	// tables read (IDSite is 0 in the keys).
+	periods map[matomo.PeriodKey]*newestPair
 }
 
 // dayInfo is what we know of a site-day that is not settled.
@@ -163,15 +175,31 @@ func (s *siteState) resize(since, until matomo.Date) {
 		return
 	}
 	days := make([]uint8, max(0, int(until-since)+1))
+	ts := make([]uint32, len(days))
 	for d := max(since, s.since); d <= min(until, s.until) && s.days != nil; d++ {
 		days[d-since] = s.days[d-s.since]
+		if int(d-s.since) < len(s.dayTS) {
+			ts[d-since] = s.dayTS[d-s.since]
+		}
 	}
 	for d := range s.open {
 		if d < since || d > until {
 			delete(s.open, d)
 		}
 	}
-	s.since, s.until, s.days = since, until, days
+	s.since, s.until, s.days, s.dayTS = since, until, days, ts
+}
+
+// setTS records the ts_archived of a day's newest archive (zero: none).
+func (s *siteState) setTS(d matomo.Date, t time.Time) {
+	if d < s.since || d > s.until || len(s.dayTS) != len(s.days) {
+		return
+	}
+	v := uint32(0)
+	if !t.IsZero() {
+		v = uint32(max(0, t.Unix()))
+	}
+	s.dayTS[d-s.since] = v
 }
 
 // Scan reads the DB and returns the current gaps. The first scan, and one
@@ -238,6 +266,8 @@ type scanCtx struct {
 
 	opts       matomo.Options
 	queued     map[matomo.SiteDate]matomo.DayInvalidation
+	pqueued    map[matomo.PeriodKey]matomo.PeriodInvalidation // IDSite set
+	periodGaps []Gap
 	siteErrors []SiteError
 	stats      Stats
 	window     Window
@@ -307,6 +337,9 @@ func (sc *scanCtx) run(ctx context.Context) error {
 	if err := sc.readFirstVisits(ctx); err != nil {
 		return err
 	}
+	if err := sc.checkPeriods(ctx); err != nil {
+		return err
+	}
 	sc.st.visits = sc.vb
 	return nil
 }
@@ -347,7 +380,7 @@ func (sc *scanCtx) windows(sites []matomo.Site) error {
 		seen[s.ID] = true
 		ss := sc.st.sites[s.ID]
 		if ss == nil {
-			ss = &siteState{open: map[matomo.Date]*dayInfo{}}
+			ss = &siteState{open: map[matomo.Date]*dayInfo{}, periods: map[matomo.PeriodKey]*newestPair{}}
 			sc.st.sites[s.ID] = ss
 		}
 		ss.site = s
@@ -404,11 +437,26 @@ func (sc *scanCtx) readQueue(ctx context.Context, ids []int) error {
 			ss.set(v.Date, dsUnknown)
 		}
 	}
+	pinv, err := sc.d.db.PeriodInvalidations(ctx, periodsFrom(sc.window.Since), sc.window.Until, ids)
+	if err != nil {
+		return err
+	}
+	sc.pqueued = make(map[matomo.PeriodKey]matomo.PeriodInvalidation, len(pinv))
+	for _, v := range pinv {
+		sc.pqueued[matomo.PeriodKey{IDSite: v.IDSite, Period: v.Period, Date: v.Date}] = v
+	}
 	return nil
 }
 
 func (sc *scanCtx) inWindow(t matomo.ArchiveTable) bool {
 	return t.Month >= sc.window.Since.Month() && t.Month <= sc.window.Until
+}
+
+// periodsOnly: a table before the window that holds a week or year
+// reaching into it (the window's first Monday's month, its year's
+// January). Only its period rows are read.
+func (sc *scanCtx) periodsOnly(t matomo.ArchiveTable) bool {
+	return !sc.inWindow(t) && t.Month >= periodsFrom(sc.window.Since).Month() && t.Month <= sc.window.Until
 }
 
 // readArchives reads the monthly tables of the window: all of them in a
@@ -422,21 +470,38 @@ func (sc *scanCtx) readArchives(ctx context.Context, ids []int) error {
 		return err
 	}
 	prev := sc.st.tables
-	var read []matomo.ArchiveTable
+	var read, periodsRead []matomo.ArchiveTable
 	now := make(map[string]matomo.TableSig, len(sigs))
 	for _, t := range sigs {
 		now[t.Name] = t
-		if !sc.inWindow(t.ArchiveTable) {
+		in, po := sc.inWindow(t.ArchiveTable), sc.periodsOnly(t.ArchiveTable)
+		if !in && !po {
 			continue
 		}
 		p, ok := prev[t.Name]
 		if sc.full || !ok || tableChanged(p, t) {
-			read = append(read, t.ArchiveTable)
+			if in {
+				read = append(read, t.ArchiveTable)
+			} else {
+				periodsRead = append(periodsRead, t.ArchiveTable)
+			}
 		}
+	}
+	for _, t := range periodsRead {
+		var flags []matomo.DoneFlag
+		if err := sc.d.db.PeriodFlags(ctx, t.Name, func(f matomo.DoneFlag) { flags = append(flags, f) }); err != nil {
+			return err
+		}
+		sc.setPeriodFlags(t.Name, flags)
+		sc.stats.DoneRows += len(flags)
 	}
 	if !sc.full {
 		for name, p := range prev {
-			if _, ok := now[name]; ok || !sc.inWindow(p.ArchiveTable) {
+			if _, ok := now[name]; ok || (!sc.inWindow(p.ArchiveTable) && !sc.periodsOnly(p.ArchiveTable)) {
+				continue
+			}
+			sc.setPeriodFlags(name, nil) // dropped: its periods have no archive
+			if !sc.inWindow(p.ArchiveTable) {
 				continue
 			}
 			next := p.Month.AddDays(31).Month()
@@ -543,10 +608,11 @@ func (sc *scanCtx) readTables(ctx context.Context, ids []int, tables []matomo.Ar
 	size := len(order) * 31
 	workers := max(1, min(2, slotBudget/max(1, size*int(unsafe.Sizeof(slot{})))))
 	type filled struct {
-		t    matomo.ArchiveTable
-		buf  []slot
-		rows int
-		err  error
+		t       matomo.ArchiveTable
+		buf     []slot
+		rows    int
+		periods []matomo.DoneFlag // week, month and year rows
+		err     error
 	}
 	free := make(chan []slot, workers)
 	for range workers {
@@ -567,6 +633,10 @@ func (sc *scanCtx) readTables(ctx context.Context, ids []int, tables []matomo.Ar
 				f := filled{t: t, buf: buf}
 				f.err = sc.d.db.DoneFlags(ctx, []string{t.Name}, ids, time.Time{}, func(fl matomo.DoneFlag) {
 					f.rows++
+					if fl.Period != matomo.PeriodDay {
+						f.periods = append(f.periods, fl)
+						return
+					}
 					i, ok := row[fl.IDSite]
 					dom := int(fl.Date - t.Month)
 					if !ok || dom < 0 || dom >= 31 || fl.Date < order[i].since || fl.Date > order[i].until {
@@ -586,6 +656,7 @@ func (sc *scanCtx) readTables(ctx context.Context, ids []int, tables []matomo.Ar
 			cancel()
 		}
 		if firstErr == nil {
+			sc.setPeriodFlags(f.t.Name, f.periods)
 			sc.settleMonth(f.t.Month, f.buf, order)
 			sc.stats.DoneRows += f.rows
 		}
@@ -639,6 +710,7 @@ func (sc *scanCtx) settleOpen() {
 }
 
 func (sc *scanCtx) setNoArchive(ss *siteState, d matomo.Date) {
+	ss.setTS(d, time.Time{})
 	ss.set(d, dsOpen)
 	ss.open[d] = &dayInfo{}
 }
@@ -650,6 +722,7 @@ func (sc *scanCtx) apply(k matomo.SiteDate, p *newestPair) {
 	if ss == nil || k.Date < ss.since || k.Date > ss.until {
 		return
 	}
+	ss.setTS(k.Date, p.newest.TSArchived)
 	info := ss.open[k.Date]
 	if info != nil && info.newest == p.newest {
 		info.newestOK = p.ok // unchanged archive: keep the known raw count
@@ -814,6 +887,9 @@ func (sc *scanCtx) readTouched(ctx context.Context) error {
 			for _, info := range ss.open {
 				info.rawKnown = false
 			}
+		}
+		for _, m := range sc.st.periodMemo {
+			m.rawKnown = false
 		}
 		clear(sc.st.firstVisit)
 		clear(sc.st.firstRead)

@@ -24,11 +24,16 @@ const (
 // Kinds lists every kind, for metrics that must show each at 0.
 var Kinds = []Kind{Missing, Invalidated, Failed, Incomplete, Stale}
 
-// Gap is one site-day without a good archive. The JSON shape is a public
-// contract (`matomod gaps --format json`).
+// Gap is one site-day, or one site's week, month or year, without a good
+// archive. The JSON shape is a public contract (`matomod gaps --format
+// json`): fields are only ever added.
 type Gap struct {
-	IDSite         int         `json:"idsite"`
+	IDSite int `json:"idsite"`
+	// Period is "day" (the default), "week", "month" or "year".
+	Period string `json:"period"`
+	// Date is the day, or the period's first day (date1); Date2 its last.
 	Date           matomo.Date `json:"date"`
+	Date2          matomo.Date `json:"date2"`
 	Kind           Kind        `json:"kind"`
 	RawVisits      int64       `json:"raw_visits"`
 	ArchivedVisits *int64      `json:"archived_visits"`
@@ -76,15 +81,23 @@ type Stats struct {
 	TablesRead int           // monthly archive tables read in full
 }
 
-// SortGaps orders gaps by idsite then date (the CLI contract).
+// SortGaps orders gaps by idsite, then days before weeks, months and
+// years, then date (the CLI contract: a site's day gaps come first, as
+// before periods were checked).
 func SortGaps(g []Gap) {
-	sort.Slice(g, func(i, j int) bool {
+	sort.SliceStable(g, func(i, j int) bool {
 		if g[i].IDSite != g[j].IDSite {
 			return g[i].IDSite < g[j].IDSite
+		}
+		if pi, pj := PeriodNumber(g[i].Period), PeriodNumber(g[j].Period); pi != pj {
+			return pi < pj
 		}
 		return g[i].Date < g[j].Date
 	})
 }
+
+// IsDay: the gap is a site-day (not a week, month or year).
+func (g Gap) IsDay() bool { return g.Period == "" || g.Period == PeriodDay }
 
 // Repairable returns the gaps matomod may repair.
 func (r *Result) Repairable() []Gap {
@@ -106,7 +119,7 @@ type Range struct {
 // Days is the number of days in the range.
 func (r Range) Days() int { return int(r.To-r.From) + 1 }
 
-// PlanRepairs groups repairable gaps into per-site ranges of consecutive
+// PlanRepairs groups repairable day gaps into per-site ranges of consecutive
 // days (a range never spans a day that is not itself a repairable gap) and
 // keeps at most maxDays site-days, newest first: the oldest wait for a
 // later cycle ("oldest-last"), since recent days matter most to readers
@@ -114,7 +127,7 @@ func (r Range) Days() int { return int(r.To-r.From) + 1 }
 func PlanRepairs(gaps []Gap, maxDays int) (plan []Range, deferred int) {
 	var rep []Gap
 	for _, g := range gaps {
-		if g.Repairable {
+		if g.Repairable && g.IsDay() {
 			rep = append(rep, g)
 		}
 	}

@@ -15,7 +15,7 @@ import (
 
 // stateVersion changes whenever savedState or the meaning of a field
 // changes: an older file is then ignored, and the next scan is full.
-const stateVersion = 1
+const stateVersion = 2 // 2: day archive times and period flags
 
 // savedState is the file form of state.
 type savedState struct {
@@ -30,6 +30,18 @@ type savedState struct {
 	FirstVisit map[string]time.Time `json:"first_visit"`
 	FirstRead  []int                `json:"first_read"`
 	Sites      []savedSite          `json:"sites"`
+	Memos      []savedMemo          `json:"period_memos"`
+}
+
+type savedMemo struct {
+	Key       matomo.PeriodKey `json:"k"`
+	Raw       int64            `json:"raw"`
+	RawKnown  bool             `json:"known"`
+	ArchID    int64            `json:"arch_id"`
+	ArchKnown bool             `json:"arch_known"`
+	Archived  *int64           `json:"arch,omitempty"`
+	SumFP     uint64           `json:"fp"`
+	SumStale  bool             `json:"stale,omitempty"`
 }
 
 type savedQueued struct {
@@ -44,6 +56,14 @@ type savedSite struct {
 	Until matomo.Date `json:"until"`
 	Days  []byte      `json:"days"` // day states, one byte per day
 	Open  []savedDay  `json:"open"`
+	// DayTS is each day's newest ts_archived (Unix seconds, 0: none).
+	DayTS   []uint32      `json:"ts"`
+	Periods []savedPeriod `json:"periods"`
+}
+
+type savedPeriod struct {
+	Newest   matomo.DoneFlag `json:"n"`
+	NewestOK matomo.DoneFlag `json:"ok"`
 }
 
 type savedDay struct {
@@ -147,10 +167,17 @@ func (st *state) saved() savedState {
 			s.FirstRead = append(s.FirstRead, id)
 		}
 	}
+	for k, m := range st.periodMemo {
+		s.Memos = append(s.Memos, savedMemo{Key: k, Raw: m.raw, RawKnown: m.rawKnown, ArchID: m.archID, ArchKnown: m.archKnown,
+			Archived: m.archived, SumFP: m.sumFP, SumStale: m.sumStale})
+	}
 	for id, ss := range st.sites {
 		// A copy: the file is encoded after the lock is released, while
 		// the next scan may already change the live slice.
-		sv := savedSite{ID: id, Since: ss.since, Until: ss.until, Days: slices.Clone(ss.days)}
+		sv := savedSite{ID: id, Since: ss.since, Until: ss.until, Days: slices.Clone(ss.days), DayTS: slices.Clone(ss.dayTS)}
+		for _, p := range ss.periods {
+			sv.Periods = append(sv.Periods, savedPeriod{Newest: p.newest, NewestOK: p.ok})
+		}
 		for d, info := range ss.open {
 			sv.Open = append(sv.Open, savedDay{Date: d, Newest: info.newest, NewestOK: info.newestOK, Raw: info.raw,
 				RawKnown: info.rawKnown, Archived: info.archived, Stale: info.stale})
@@ -186,11 +213,22 @@ func (s savedState) state() (*state, error) {
 	for _, id := range s.FirstRead {
 		st.firstRead[id] = true
 	}
+	for _, m := range s.Memos {
+		st.periodMemo[m.Key] = &periodMemo{raw: m.Raw, rawKnown: m.RawKnown, archID: m.ArchID, archKnown: m.ArchKnown,
+			archived: m.Archived, sumFP: m.SumFP, sumStale: m.SumStale}
+	}
 	for _, sv := range s.Sites {
 		if int(sv.Until-sv.Since)+1 != len(sv.Days) {
 			return nil, fmt.Errorf("site %d: %d day states for %s..%s", sv.ID, len(sv.Days), sv.Since, sv.Until)
 		}
-		ss := &siteState{since: sv.Since, until: sv.Until, days: sv.Days, open: map[matomo.Date]*dayInfo{}}
+		if len(sv.DayTS) != len(sv.Days) {
+			return nil, fmt.Errorf("site %d: %d archive times for %d days", sv.ID, len(sv.DayTS), len(sv.Days))
+		}
+		ss := &siteState{since: sv.Since, until: sv.Until, days: sv.Days, dayTS: sv.DayTS, open: map[matomo.Date]*dayInfo{},
+			periods: map[matomo.PeriodKey]*newestPair{}}
+		for _, p := range sv.Periods {
+			ss.periods[matomo.PeriodKey{Period: p.Newest.Period, Date: p.Newest.Date}] = &newestPair{newest: p.Newest, ok: p.NewestOK}
+		}
 		for i, v := range ss.days {
 			if v > dsOpen {
 				return nil, fmt.Errorf("site %d: day state %d", sv.ID, v)

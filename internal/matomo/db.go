@@ -328,13 +328,24 @@ func likeEscape(s string) string {
 	return r.Replace(s)
 }
 
-// DoneFlag is one no-segment day archive's done row.
+// DoneFlag is one no-segment archive's done row: a day's (Period 1, or 0
+// where only day rows are read) or a week's, month's or year's.
 type DoneFlag struct {
 	IDSite     int
-	Date       Date
+	Date       Date // date1: the day, or the first day of the period
 	IDArchive  int64
 	Value      int
 	TSArchived time.Time
+	Period     int  // PeriodDay … PeriodYear; 0 when not read
+	Date2      Date // the period's last day; 0 (or Date) for a day
+}
+
+// Last is the last day the archive covers.
+func (f DoneFlag) Last() Date {
+	if f.Date2 > f.Date {
+		return f.Date2
+	}
+	return f.Date
 }
 
 // Newer reports whether f supersedes g for the same site-day: the newest
@@ -346,31 +357,58 @@ func (f DoneFlag) Newer(g DoneFlag) bool {
 	return f.IDArchive > g.IDArchive
 }
 
-// Good reports whether f, the newest plain done flag of a site-day (see
-// Newer), is a complete OK archive of that day in loc: done = 1 (or the
-// deprecated 3) written at or after the end of the local day. An archive
-// written during the day is partial by nature, yet carries done = 1
+// Good reports whether f, the newest plain done flag of a site-day or
+// period (see Newer), is a complete OK archive of it in loc: done = 1 (or
+// the deprecated 3) written at or after the end of its last local day. An
+// archive written before that is partial by nature, yet carries done = 1
 // (Matomo's determineIfArchivePermanent). This is the one definition of
-// "the day is archived" that gap detection and repair's check both use.
+// "the day (period) is archived" that gap detection and repair's check
+// both use.
 func (f DoneFlag) Good(loc *time.Location) bool {
 	if f.IDArchive == 0 || loc == nil || (f.Value != DoneOK && f.Value != DoneOKTemporary) {
 		return false
 	}
-	_, end := DayBounds(loc, f.Date)
+	_, end := DayBounds(loc, f.Last())
 	return !f.TSArchived.Before(end)
 }
 
 // IsOK reports whether f's done value says the archive finished (1, or 3).
 func (f DoneFlag) IsOK() bool { return f.Value == DoneOK || f.Value == DoneOKTemporary }
 
-// DoneFlagsSQL is the full read of one monthly table's day done rows. Only
-// the row named exactly 'done' is the day's archive: segment (done<hash>) and
-// plugin (done.Plugin) flags do not count. A table scan measured faster than
+// DoneFlagsSQL is the full read of one monthly table's day, week, month
+// and year done rows (the periods live in the table of their date1, so one
+// scan serves them all; they add about a fifth to the day rows). Only the
+// row named exactly 'done' is the archive: segment (done<hash>) and plugin
+// (done.Plugin) flags do not count. A table scan measured faster than
 // index_idsite_dates_period for this (every row of period 1 is wanted).
 func (d *DB) DoneFlagsSQL(table string, sites []int) string {
 	q := "SELECT " + doneCols + " FROM " + d.T(table) +
-		" WHERE period = 1 AND name = 'done'"
+		" WHERE period IN (1, 2, 3, 4) AND name = 'done'"
 	return q + siteFilter(sites)
+}
+
+// PeriodFlagsSQL reads only the week, month and year done rows of a table:
+// a range on index_period_archived (period is its first column), for the
+// tables before the window that hold a period reaching into it (the
+// previous year's January, the month of the window's first Monday).
+func (d *DB) PeriodFlagsSQL(table string) string {
+	return "SELECT " + doneCols + " FROM " + d.T(table) +
+		" FORCE INDEX (index_period_archived) WHERE period IN (2, 3, 4) AND name = 'done'"
+}
+
+// PeriodFlags reads PeriodFlagsSQL; a missing table means no rows.
+func (d *DB) PeriodFlags(ctx context.Context, table string, fn func(DoneFlag)) error {
+	rows, cancel, err := d.query(ctx, d.PeriodFlagsSQL(table))
+	if err != nil {
+		if isNoSuchTable(err) {
+			return nil
+		}
+		return fmt.Errorf("reading period done flags from %s%s: %w", d.prefix, table, err)
+	}
+	if err := scanFlags(rows, cancel, fn); err != nil {
+		return fmt.Errorf("reading period done flags from %s%s: %w", d.prefix, table, err)
+	}
+	return nil
 }
 
 // DoneFlagsSinceSQL reads day done rows archived at or after since, through
@@ -692,6 +730,95 @@ func (d *DB) DayInvalidations(ctx context.Context, from, to Date, sites []int) (
 	return inv, true, rows.Err()
 }
 
+// PeriodInvalidation is the newest queue row of a no-segment week, month
+// or year archive.
+type PeriodInvalidation struct {
+	IDSite        int
+	Period        int
+	Date          Date // date1
+	TSInvalidated time.Time
+	InProgress    bool
+}
+
+// PeriodInvalidations reads queued week, month and year invalidations
+// whose date1 is in [from, to]. A missing table (Matomo 3) means none.
+func (d *DB) PeriodInvalidations(ctx context.Context, from, to Date, sites []int) ([]PeriodInvalidation, error) {
+	q := "SELECT idsite, period, date1, MAX(ts_invalidated), MAX(status) FROM " + d.T("archive_invalidations") +
+		" WHERE period IN (2, 3, 4) AND name = 'done' AND date1 BETWEEN ? AND ?" + siteFilter(sites) + " GROUP BY idsite, period, date1"
+	rows, cancel, err := d.query(ctx, q, from.String(), to.String())
+	if err != nil {
+		if isNoSuchTable(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("reading %sarchive_invalidations: %w", d.prefix, err)
+	}
+	defer cancel()
+	defer rows.Close()
+	var inv []PeriodInvalidation
+	for rows.Next() {
+		var v PeriodInvalidation
+		var date time.Time
+		var ts sql.NullTime
+		var st sql.NullInt64
+		if err := rows.Scan(&v.IDSite, &v.Period, &date, &ts, &st); err != nil {
+			return nil, fmt.Errorf("reading %sarchive_invalidations: %w", d.prefix, err)
+		}
+		v.Date = DateOf(date)
+		v.TSInvalidated = ts.Time
+		v.InProgress = st.Int64 == 1
+		inv = append(inv, v)
+	}
+	return inv, rows.Err()
+}
+
+// PeriodKey names one site's week, month or year by its first day.
+type PeriodKey struct {
+	IDSite int
+	Period int
+	Date   Date
+}
+
+// NewestPeriodDone reads the newest plain done flag of each given week,
+// month or year (absent: no archive), for repair's check after a run.
+func (d *DB) NewestPeriodDone(ctx context.Context, keys []PeriodKey) (map[PeriodKey]DoneFlag, error) {
+	byTable := map[string][]PeriodKey{}
+	for _, k := range keys {
+		byTable[TableFor(k.Date)] = append(byTable[TableFor(k.Date)], k)
+	}
+	out := make(map[PeriodKey]DoneFlag, len(keys))
+	for t, ks := range byTable {
+		for off := 0; off < len(ks); off += ProbeBatch {
+			batch := ks[off:min(off+ProbeBatch, len(ks))]
+			var b strings.Builder
+			b.WriteString("SELECT " + doneCols + " FROM " + d.T(t) + " WHERE name = 'done' AND (")
+			for i, k := range batch {
+				if i > 0 {
+					b.WriteString(" OR ")
+				}
+				fmt.Fprintf(&b, "(idsite = %d AND date1 = '%s' AND period = %d)", k.IDSite, k.Date, k.Period)
+			}
+			b.WriteString(")")
+			rows, cancel, err := d.query(ctx, b.String())
+			if err != nil {
+				if isNoSuchTable(err) {
+					break
+				}
+				return nil, fmt.Errorf("reading period done flags from %s%s: %w", d.prefix, t, err)
+			}
+			err = scanFlags(rows, cancel, func(f DoneFlag) {
+				k := PeriodKey{IDSite: f.IDSite, Period: f.Period, Date: f.Date}
+				if n, ok := out[k]; !ok || f.Newer(n) {
+					out[k] = f
+				}
+			})
+			if err != nil {
+				return nil, fmt.Errorf("reading period done flags from %s%s: %w", d.prefix, t, err)
+			}
+		}
+	}
+	return out, nil
+}
+
 // Backlog is Matomo's invalidation queue in summary.
 type Backlog struct {
 	Present                        bool // the table exists
@@ -780,22 +907,22 @@ func (d *DB) DoneFlagsFor(ctx context.Context, table string, keys []SiteDate, fn
 // and Unix seconds for ts_archived (the session time zone is UTC). Millions
 // of rows are read per full scan; integers cost far less to decode than
 // DATE and DATETIME values.
-const doneCols = "idsite, TO_DAYS(date1) - 719528, idarchive, value, UNIX_TIMESTAMP(ts_archived)"
+const doneCols = "idsite, TO_DAYS(date1) - 719528, idarchive, value, UNIX_TIMESTAMP(ts_archived), period, TO_DAYS(date2) - 719528"
 
 func scanFlags(rows *sql.Rows, cancel context.CancelFunc, fn func(DoneFlag)) error {
 	defer cancel()
 	defer rows.Close()
 	var (
-		f   DoneFlag
-		day sql.NullInt64
-		val sql.NullFloat64
-		ts  sql.NullInt64
+		f         DoneFlag
+		day, day2 sql.NullInt64
+		val       sql.NullFloat64
+		ts        sql.NullInt64
 	)
 	for rows.Next() {
-		if err := rows.Scan(&f.IDSite, &day, &f.IDArchive, &val, &ts); err != nil {
+		if err := rows.Scan(&f.IDSite, &day, &f.IDArchive, &val, &ts, &f.Period, &day2); err != nil {
 			return err
 		}
-		f.Date = Date(day.Int64)
+		f.Date, f.Date2 = Date(day.Int64), Date(day2.Int64)
 		f.Value = int(val.Float64)
 		f.TSArchived = time.Time{}
 		if ts.Valid {

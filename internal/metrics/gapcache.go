@@ -34,6 +34,8 @@ var gapFamilies = map[string]bool{
 	"matomo_archive_gap_oldest_timestamp_seconds": true,
 	"matomo_collection_gaps":                      true,
 	"matomod_gap_scan_sites_skipped":              true,
+	"matomo_archive_period_gaps":                  true,
+	"matomo_archive_period_gaps_all_sites":        true,
 }
 
 // NewEncodedGaps returns an EncodedGaps holding an empty snapshot (the

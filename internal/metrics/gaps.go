@@ -15,6 +15,13 @@ func GapSnapshotOf(r *gapdetect.Result) GapSnapshot {
 	}
 	for _, g := range r.Gaps {
 		sg := get(g.IDSite)
+		if !g.IsDay() {
+			if sg.PeriodGaps == nil {
+				sg.PeriodGaps = map[PeriodGap]int{}
+			}
+			sg.PeriodGaps[PeriodGap{Period: g.Period, Kind: string(g.Kind), Repairable: g.Repairable}]++
+			continue
+		}
 		if g.Repairable {
 			sg.Repairable[string(g.Kind)]++
 		} else {

@@ -393,7 +393,7 @@ func TestNewRefusesARegistryInUse(t *testing.T) {
 func TestLabelsAreBounded(t *testing.T) {
 	_, reg := feed(t)
 	allowed := map[string]bool{"result": true, "role": true, "reason": true, "status": true, "kind": true, "repairable": true,
-		"idsite": true, "version": true, "revision": true, "goversion": true}
+		"idsite": true, "version": true, "revision": true, "goversion": true, "period": true}
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -451,7 +451,7 @@ func feed(t testing.TB) (*Metrics, *prometheus.Registry) {
 	m.Repairs(RepairRepaired, 1)
 	m.Invalidations(1)
 	m.SetGaps(GapSnapshot{Sites: []SiteGaps{{IDSite: 3, Repairable: map[string]int{KindMissing: 1},
-		Oldest: now.Add(-48 * time.Hour), CollectionGaps: 1}}})
+		Oldest: now.Add(-48 * time.Hour), CollectionGaps: 1, PeriodGaps: map[PeriodGap]int{{Period: PeriodMonth, Kind: KindStale, Repairable: true}: 1}}}})
 	m.GapScanFinished(now, time.Second, 1)
 	m.GapScanFailed(now.Add(-time.Hour))
 	m.SetMatomo(MatomoSnapshot{Version: "5.0.2", Queued: 1, InProgress: 1, OldestQueued: now, OldestInProgress: now,

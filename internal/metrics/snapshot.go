@@ -21,6 +21,15 @@ const (
 
 var gapKinds = []string{KindMissing, KindInvalidated, KindFailed, KindIncomplete, KindStale}
 
+// Periods other than the day (label period), as gapdetect names them.
+const (
+	PeriodWeek  = "week"
+	PeriodMonth = "month"
+	PeriodYear  = "year"
+)
+
+var gapPeriods = []string{PeriodWeek, PeriodMonth, PeriodYear}
+
 // Invalidation queue states (label status).
 const (
 	StatusQueued     = "queued"
@@ -47,6 +56,17 @@ type SiteGaps struct {
 	// CollectionGaps counts days without raw visits where the site normally
 	// has traffic (reported, never repaired).
 	CollectionGaps int
+	// PeriodGaps counts the site's weeks, months and years without a good
+	// archive by period, kind and verdict (Repairable, NotRepairable,
+	// Oldest and the day families count days only). Unknown periods or
+	// kinds and counts below 1 are ignored.
+	PeriodGaps map[PeriodGap]int
+}
+
+// PeriodGap is one label set of the period gap families.
+type PeriodGap struct {
+	Period, Kind string
+	Repairable   bool
 }
 
 // MatomoSnapshot is what the daemon last read from Matomo's database.
@@ -73,6 +93,12 @@ var (
 	sitesSkippedDesc = prometheus.NewDesc("matomod_gap_scan_sites_skipped",
 		"Sites the latest gap scan could not check (e.g. a time zone matomod cannot read): their gaps are unknown; `matomod gaps` names them.",
 		nil, nil)
+	periodGapsDesc = prometheus.NewDesc("matomo_archive_period_gaps",
+		"Weeks, months and years (that ended and have visits) without a good archive, by site and period (only sites with such gaps).",
+		[]string{"idsite", "period"}, nil)
+	periodGapsAllDesc = prometheus.NewDesc("matomo_archive_period_gaps_all_sites",
+		"Weeks, months and years (that ended and have visits) without a good archive over all sites, by period, kind and whether matomod may repair them.",
+		[]string{"period", "kind", "repairable"}, nil)
 	collectionGapsDesc = prometheus.NewDesc("matomo_collection_gaps",
 		"Days without raw visits where the site normally has traffic (tracking outage or lost raw data), per site that has them.",
 		[]string{"idsite"}, nil)
@@ -115,7 +141,7 @@ func newSnapshotCollector() *snapshotCollector {
 func ptr[T any](v T) *T { return &v }
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{gapsDesc, gapsAllDesc, gapOldestDesc, collectionGapsDesc, sitesSkippedDesc,
+	for _, d := range []*prometheus.Desc{gapsDesc, gapsAllDesc, gapOldestDesc, collectionGapsDesc, sitesSkippedDesc, periodGapsDesc, periodGapsAllDesc,
 		invalidationsDesc, invalidationOldestDesc, lastCompletedDesc, maintenanceDesc, updatePendingDesc, infoDesc} {
 		ch <- d
 	}
@@ -142,6 +168,26 @@ type siteTotals struct {
 	days       [2][]int // [repairable: 0 false, 1 true][kind index]
 	oldest     time.Time
 	collection int
+	periods    []int // by gapPeriods index
+}
+
+// periodIndex and kindIndex place a label value; -1: unknown.
+func periodIndex(p string) int {
+	for i, v := range gapPeriods {
+		if v == p {
+			return i
+		}
+	}
+	return -1
+}
+
+func kindIndex(k string) int {
+	for i, v := range gapKinds {
+		if v == k {
+			return i
+		}
+	}
+	return -1
 }
 
 func gapMetrics(s GapSnapshot) []prometheus.Metric {
@@ -151,6 +197,14 @@ func gapMetrics(s GapSnapshot) []prometheus.Metric {
 
 	var all [2][]int
 	all[0], all[1] = make([]int, len(gapKinds)), make([]int, len(gapKinds))
+	// allPeriods[repairable][period][kind]
+	var allPeriods [2][][]int
+	for r := range allPeriods {
+		allPeriods[r] = make([][]int, len(gapPeriods))
+		for p := range gapPeriods {
+			allPeriods[r][p] = make([]int, len(gapKinds))
+		}
+	}
 	var out []prometheus.Metric
 	var cur *siteTotals
 	flush := func() {
@@ -161,7 +215,20 @@ func gapMetrics(s GapSnapshot) []prometheus.Metric {
 	for _, sg := range sites {
 		if cur == nil || cur.idsite != sg.IDSite {
 			flush()
-			cur = &siteTotals{idsite: sg.IDSite, days: [2][]int{make([]int, len(gapKinds)), make([]int, len(gapKinds))}}
+			cur = &siteTotals{idsite: sg.IDSite, days: [2][]int{make([]int, len(gapKinds)), make([]int, len(gapKinds))},
+				periods: make([]int, len(gapPeriods))}
+		}
+		for k, n := range sg.PeriodGaps {
+			p, ki := periodIndex(k.Period), kindIndex(k.Kind)
+			if p < 0 || ki < 0 || n < 1 {
+				continue
+			}
+			r := 0
+			if k.Repairable {
+				r = 1
+			}
+			cur.periods[p] += n
+			allPeriods[r][p][ki] += n
 		}
 		for r, counts := range []map[string]int{sg.NotRepairable, sg.Repairable} {
 			for i, k := range gapKinds {
@@ -185,6 +252,13 @@ func gapMetrics(s GapSnapshot) []prometheus.Metric {
 			out = append(out, prometheus.MustNewConstMetric(gapsAllDesc, prometheus.GaugeValue, float64(all[r][i]), k, repairable))
 		}
 	}
+	for r, repairable := range []string{"false", "true"} {
+		for p, period := range gapPeriods {
+			for i, k := range gapKinds {
+				out = append(out, prometheus.MustNewConstMetric(periodGapsAllDesc, prometheus.GaugeValue, float64(allPeriods[r][p][i]), period, k, repairable))
+			}
+		}
+	}
 	return out
 }
 
@@ -202,6 +276,11 @@ func appendSite(out []prometheus.Metric, s *siteTotals) []prometheus.Metric {
 	}
 	if s.collection > 0 {
 		out = append(out, prometheus.MustNewConstMetric(collectionGapsDesc, prometheus.GaugeValue, float64(s.collection), id))
+	}
+	for p, period := range gapPeriods {
+		if n := s.periods[p]; n > 0 {
+			out = append(out, prometheus.MustNewConstMetric(periodGapsDesc, prometheus.GaugeValue, float64(n), id, period))
+		}
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package repair
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -39,7 +40,34 @@ func seed(t *testing.T) *matomotest.Env {
 			}
 		}
 	}
+	seedPeriods(e)
 	return e
+}
+
+// seedPeriods archives every week, month and year of the seeded days that
+// has ended, as Matomo would have: nb_visits the sum of its days' (3 a day).
+func seedPeriods(e *matomotest.Env) {
+	today := matomo.DateOf(day(0))
+	done := map[string]bool{}
+	for d := 20; d >= 1; d-- {
+		for _, p := range []int{matomo.PeriodWeek, matomo.PeriodMonth, matomo.PeriodYear} {
+			first, last := gapdetect.PeriodOf(p, matomo.DateOf(day(d)))
+			key := fmt.Sprint(p, first)
+			if last >= today || done[key] {
+				continue
+			}
+			done[key] = true
+			var n int64
+			for x := first; x <= last; x++ {
+				if x >= matomo.DateOf(day(20)) && x <= matomo.DateOf(day(1)) {
+					n += 3
+				}
+			}
+			for _, s := range []int{1, 2} {
+				e.AddArchive(matomotest.ArchiveRow{IDSite: s, Period: p, Date1: first.String(), Date2: last.String(), TSArchived: time.Now().Add(-time.Minute), NbVisits: n})
+			}
+		}
+	}
 }
 
 func setup(t *testing.T, e *matomotest.Env, dry bool, knobs ...string) (*Repairer, *gapdetect.Detector, *matomo.DB) {
@@ -249,6 +277,83 @@ func TestRepairRefusedKeepsMatomoReason(t *testing.T) {
 	for _, d := range rep.Days {
 		if d.Result == FailedResult && !strings.Contains(d.Reason, "Matomo: the last day with logs is") {
 			t.Errorf("reason without Matomo's words: %q", d.Reason)
+		}
+	}
+}
+
+// Issue 14: a week without archive and a week below the sum of its days
+// are repaired with --periods=week for exactly those weeks, and checked.
+func TestRepairPeriods(t *testing.T) {
+	e := seed(t)
+	w1, w1last := gapdetect.PeriodOf(matomo.PeriodWeek, matomo.DateOf(day(20)))
+	w2, w2last := gapdetect.PeriodOf(matomo.PeriodWeek, w1last.AddDays(1))
+	e.Exec("DELETE FROM {p}"+matomo.TableFor(w1)+" WHERE idsite = 2 AND period = 2 AND date1 = ?", w1.String())
+	e.Exec("UPDATE {p}"+matomo.TableFor(w2)+" SET value = value - 1 WHERE idsite = 2 AND period = 2 AND date1 = ? AND name = 'nb_visits'", w2.String())
+	e.AddDayArchive(2, w2.AddDays(2).String(), matomo.DoneOK, time.Now().Add(time.Minute), 3) // re-archived after its week
+	r, det, _ := setup(t, e, true)
+	before := scan(t, det)
+	var weeks []string
+	for _, g := range before.Gaps {
+		if !g.IsDay() {
+			weeks = append(weeks, fmt.Sprintf("%d %s %s %s %v", g.IDSite, g.Period, g.Date, g.Kind, g.Repairable))
+		}
+	}
+	want := []string{fmt.Sprintf("2 week %s missing true", w1), fmt.Sprintf("2 week %s stale true", w2)}
+	if strings.Join(weeks, "|") != strings.Join(want, "|") {
+		t.Fatalf("period gaps %q, want %q", weeks, want)
+	}
+	rep, err := r.Repair(context.Background(), before.Gaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inv string
+	for _, c := range rep.Commands {
+		if strings.Contains(strings.Join(c, " "), "--periods=week") {
+			inv = strings.Join(c, " ")
+		}
+	}
+	if !strings.Contains(inv, "--sites=2 --dates="+w1.String()+" --dates="+w2.String()+" --periods=week") {
+		t.Fatalf("dry run: no week invalidation for exactly the two weeks: %q", rep.Commands)
+	}
+	if rep.Counts["planned"] != 5 {
+		t.Errorf("planned: %+v", rep.Days)
+	}
+
+	r.Opt.DryRun = false
+	rep, err = r.Repair(context.Background(), scan(t, det).Gaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Periods) != 2 {
+		t.Errorf("period outcomes: %+v", rep.Periods)
+	}
+	for _, d := range rep.Periods {
+		if d.Period != gapdetect.PeriodWeek || d.Result != Repaired {
+			t.Errorf("week not repaired: %+v", d)
+		}
+	}
+	for _, d := range rep.Days {
+		if d.Period != gapdetect.PeriodDay {
+			t.Errorf("a period among the days: %+v", d)
+		}
+	}
+	if rep.Counts[Repaired] != 5 {
+		t.Errorf("repaired: %+v", rep.Days)
+	}
+	var sum int64
+	for x := w2; x <= w2last; x++ {
+		if x >= matomo.DateOf(day(20)) {
+			sum += 3
+		}
+	}
+	n := e.Count("SELECT COUNT(*) FROM {p}"+matomo.TableFor(w2)+" f JOIN {p}"+matomo.TableFor(w2)+" v ON v.idarchive = f.idarchive AND v.name = 'nb_visits'"+
+		" WHERE f.idsite = 2 AND f.period = 2 AND f.date1 = ? AND f.name = 'done' AND f.value = 1 AND v.value = ? AND f.ts_archived >= UTC_TIMESTAMP() - INTERVAL 5 MINUTE", w2.String(), sum)
+	if n == 0 {
+		t.Errorf("week %s: no rebuilt archive with nb_visits %d", w2, sum)
+	}
+	for _, g := range rep.Remaining {
+		if !g.IsDay() && g.IDSite == 2 {
+			t.Errorf("still open: %+v", g)
 		}
 	}
 }
