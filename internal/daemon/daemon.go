@@ -63,8 +63,8 @@ type Daemon struct {
 	busy chan struct{}
 
 	// Owned by the scan goroutine of the current leader term.
-	reported map[matomo.SiteDate]gapdetect.Kind
-	tried    map[matomo.SiteDate]attempt
+	reported map[gapKey]gapdetect.Kind
+	tried    map[gapKey]attempt
 	skipped  map[int]string // sites the last scan could not read, and why
 }
 
@@ -94,8 +94,8 @@ func (d *Daemon) defaults() {
 	if d.Clock == nil {
 		d.Clock = realClock{}
 	}
-	d.reported = map[matomo.SiteDate]gapdetect.Kind{}
-	d.tried = map[matomo.SiteDate]attempt{}
+	d.reported = map[gapKey]gapdetect.Kind{}
+	d.tried = map[gapKey]attempt{}
 	d.paused.Store(new(string))
 	d.busy = make(chan struct{}, 1)
 }

@@ -409,6 +409,31 @@ func TestSkippedSiteWarnedOnce(t *testing.T) {
 	})
 }
 
+// A week's gap and the gap of its Monday are two gaps: logged, held back
+// and counted apart (they were keyed by site and date alone).
+func TestWeekAndItsMondayAreTwoGaps(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := settings(t)
+		s.ScanInterval = time.Minute
+		s.Schedule.Schedule = "@daily"
+		h := newHarness(t, s)
+		monday := matomo.Date(20416) // 2025-11-24, a Monday
+		h.det.gaps = []gapdetect.Gap{
+			{IDSite: 1, Period: gapdetect.PeriodDay, Date: monday, Date2: monday, Kind: gapdetect.Missing, RawVisits: 3, Reason: "unsafe"},
+			{IDSite: 1, Period: "week", Date: monday, Date2: monday + 6, Kind: gapdetect.Missing, RawVisits: 9, Reason: "unsafe"},
+		}
+		h.start()
+		time.Sleep(3 * time.Minute)
+		if n := len(h.logs.events("gap_found")); n != 2 {
+			t.Errorf("gap_found logged %d times, want 2 (the day and its week)", n)
+		}
+		if v := h.metric("matomod_repairs_total", "result", "skipped_unsafe"); v != 2 {
+			t.Errorf("skipped_unsafe counted %v, want 2", v)
+		}
+		h.stop()
+	})
+}
+
 // The watchdog is withheld when the scheduler loop is not alive.
 func TestWatchdogOnlyWhileAlive(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {

@@ -21,6 +21,23 @@ type attempt struct {
 	at     time.Time
 }
 
+// gapKey names one site-day or one site-period: a week's key never
+// collides with the gap of its Monday.
+type gapKey struct {
+	IDSite int
+	Period string
+	Date   matomo.Date
+}
+
+func keyOf(idsite int, period string, date matomo.Date) gapKey {
+	if period == "" {
+		period = gapdetect.PeriodDay
+	}
+	return gapKey{IDSite: idsite, Period: period, Date: date}
+}
+
+func (k gapKey) String() string { return fmt.Sprintf("site %d %s %s", k.IDSite, k.Period, k.Date) }
+
 func facts(g gapdetect.Gap) string {
 	av := "none"
 	if g.ArchivedVisits != nil {
@@ -102,7 +119,7 @@ func (d *Daemon) scanAndRepair(t *term) {
 		return
 	}
 	d.Metrics.Invalidations(rep.Invalidations)
-	d.count(res.Gaps, rep.Days)
+	d.count(res.Gaps, append(append([]repair.DayOutcome(nil), rep.Days...), rep.Periods...))
 	if rep.Deferred > 0 {
 		d.Log.Warn("more repairable gap days than gaps.max_repair_days: the oldest wait for the next cycle", "event", "repair_deferred", "deferred", rep.Deferred)
 	}
@@ -125,10 +142,10 @@ func hasRepairable(gaps []gapdetect.Gap) bool {
 // facts, and forgets the days that are no longer gaps.
 func (d *Daemon) repairable(gaps []gapdetect.Gap) []gapdetect.Gap {
 	now := d.now()
-	seen := map[matomo.SiteDate]bool{}
+	seen := map[gapKey]bool{}
 	var out []gapdetect.Gap
 	for _, g := range gaps {
-		k := matomo.SiteDate{IDSite: g.IDSite, Date: g.Date}
+		k := keyOf(g.IDSite, g.Period, g.Date)
 		seen[k] = true
 		a, ok := d.tried[k]
 		if g.Repairable && ok && a.result == repair.FailedResult && a.facts == facts(g) && now.Sub(a.at) < d.RepairBackoff {
@@ -150,7 +167,7 @@ func (d *Daemon) countUnrepaired(gaps []gapdetect.Gap) {
 	var days []repair.DayOutcome
 	for _, g := range gaps {
 		if !g.Repairable {
-			days = append(days, repair.DayOutcome{IDSite: g.IDSite, Date: g.Date, Kind: string(g.Kind), Result: repair.SkippedUnsafe, Reason: g.Reason})
+			days = append(days, repair.DayOutcome{IDSite: g.IDSite, Period: g.Period, Date: g.Date, Date2: g.Date2, Kind: string(g.Kind), Result: repair.SkippedUnsafe, Reason: g.Reason})
 		}
 	}
 	d.count(gaps, days)
@@ -159,14 +176,14 @@ func (d *Daemon) countUnrepaired(gaps []gapdetect.Gap) {
 // count adds each day's result to matomod_repairs_total, but a failed or
 // unsafe day only when its result or facts changed since it was counted.
 func (d *Daemon) count(gaps []gapdetect.Gap, days []repair.DayOutcome) {
-	byDay := map[matomo.SiteDate]string{}
+	byDay := map[gapKey]string{}
 	for _, g := range gaps {
-		byDay[matomo.SiteDate{IDSite: g.IDSite, Date: g.Date}] = facts(g)
+		byDay[keyOf(g.IDSite, g.Period, g.Date)] = facts(g)
 	}
 	n := map[string]int{}
 	now := d.now()
 	for _, o := range days {
-		k := matomo.SiteDate{IDSite: o.IDSite, Date: o.Date}
+		k := keyOf(o.IDSite, o.Period, o.Date)
 		if o.Result == repair.Repaired {
 			delete(d.tried, k)
 			n[o.Result]++
@@ -181,7 +198,7 @@ func (d *Daemon) count(gaps []gapdetect.Gap, days []repair.DayOutcome) {
 		n[o.Result]++
 		if o.Result == repair.FailedResult {
 			d.Log.Warn("repair of this day failed: retried when its facts change or after the backoff", "event", "repair_held_back",
-				"idsite", o.IDSite, "date", o.Date.String(), "reason", o.Reason, "retry_after", d.RepairBackoff)
+				"idsite", o.IDSite, "period", k.Period, "date", o.Date.String(), "reason", o.Reason, "retry_after", d.RepairBackoff)
 		}
 	}
 	for _, r := range []string{metrics.RepairRepaired, metrics.RepairFailed, metrics.RepairSkippedUnsafe} {
@@ -191,14 +208,14 @@ func (d *Daemon) count(gaps []gapdetect.Gap, days []repair.DayOutcome) {
 
 // logNewGaps logs each gap once, when first seen.
 func (d *Daemon) logNewGaps(res *gapdetect.Result) {
-	seen := make(map[matomo.SiteDate]gapdetect.Kind, len(res.Gaps))
+	seen := make(map[gapKey]gapdetect.Kind, len(res.Gaps))
 	for _, g := range res.Gaps {
-		k := matomo.SiteDate{IDSite: g.IDSite, Date: g.Date}
+		k := keyOf(g.IDSite, g.Period, g.Date)
 		seen[k] = g.Kind
 		if d.reported[k] == g.Kind {
 			continue
 		}
-		d.Log.Warn("gap found", "event", "gap_found", "idsite", g.IDSite, "date", g.Date.String(), "kind", string(g.Kind),
+		d.Log.Warn("gap found", "event", "gap_found", "idsite", g.IDSite, "period", k.Period, "date", g.Date.String(), "kind", string(g.Kind),
 			"raw_visits", g.RawVisits, "repairable", g.Repairable, "reason", g.Reason)
 	}
 	d.reported = seen

@@ -124,7 +124,11 @@ func TestRealGapsAndRepair(t *testing.T) {
 
 	slices.Sort(want)
 	res := gaps(t, cfg)
-	if got := gapStrings(res.Gaps); !slices.Equal(got, want) {
+	// The periods of these days have gaps of their own (the whole month
+	// deleted, the weeks Matomo's invalidation took along): those are
+	// TestRealPeriodGapsAndRepair's; here the days are compared, and after
+	// the repair every period is.
+	if got := gapStrings(dayGaps(res.Gaps)); !slices.Equal(got, want) {
 		t.Fatalf("gaps after planting:\n got %q\nwant %q", got, want)
 	}
 	for _, g := range res.Gaps {

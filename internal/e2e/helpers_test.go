@@ -77,6 +77,7 @@ func cli(t *testing.T, cfg string, args ...string) (code int, stdout, stderr str
 // gap is one row of `matomod gaps --format json`.
 type gap struct {
 	IDSite     int    `json:"idsite"`
+	Period     string `json:"period"`
 	Date       string `json:"date"`
 	Kind       string `json:"kind"`
 	RawVisits  int64  `json:"raw_visits"`
@@ -90,7 +91,21 @@ func (g gap) String() string {
 	if !g.Repairable {
 		r = "unrepairable"
 	}
+	if g.Period != "" && g.Period != "day" {
+		return fmt.Sprintf("%d %s %s %s %s", g.IDSite, g.Period, g.Date, g.Kind, r)
+	}
 	return fmt.Sprintf("%d %s %s %s", g.IDSite, g.Date, g.Kind, r)
+}
+
+// dayGaps keeps the day gaps (weeks, months and years have their own tests).
+func dayGaps(gs []gap) []gap {
+	var out []gap
+	for _, g := range gs {
+		if g.Period == "" || g.Period == "day" {
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 type gapsOut struct {

@@ -559,40 +559,22 @@ func (r *Repairer) rebuilt(ctx context.Context, ranges []gapdetect.Range, since 
 	for _, s := range sites {
 		loc[s.ID] = s.Loc
 	}
-	byTable := map[string][]matomo.SiteDate{}
+	var keys []matomo.SiteDate
 	for _, rg := range ranges {
 		for d := rg.From; d <= rg.To; d++ {
-			t := matomo.TableFor(d)
-			byTable[t] = append(byTable[t], matomo.SiteDate{IDSite: rg.IDSite, Date: d})
+			keys = append(keys, matomo.SiteDate{IDSite: rg.IDSite, Date: d})
 		}
 	}
-	newest := map[matomo.SiteDate]matomo.DoneFlag{}
-	for t, keys := range byTable {
-		err := r.DB.DoneFlagsFor(ctx, t, keys, func(f matomo.DoneFlag) {
-			k := matomo.SiteDate{IDSite: f.IDSite, Date: f.Date}
-			if n, ok := newest[k]; !ok || f.Newer(n) {
-				newest[k] = f
-			}
-		})
-		if err != nil {
-			return nil, err
-		}
+	// The scan's own predicate (DoneFlag.Good), plus: written by this
+	// repair, not before it.
+	newest, err := r.DB.NewestDone(ctx, keys)
+	if err != nil {
+		return nil, err
 	}
 	out := map[matomo.SiteDate]bool{}
-	for _, keys := range byTable {
-		for _, k := range keys {
-			f, ok := newest[k]
-			if !ok {
-				continue // absent: no archive at all
-			}
-			l := loc[k.IDSite]
-			if l == nil {
-				continue
-			}
-			_, end := matomo.DayBounds(l, k.Date)
-			if (f.Value == matomo.DoneOK || f.Value == matomo.DoneOKTemporary) && !f.TSArchived.Before(end) && !f.TSArchived.Before(since.Add(-time.Second)) {
-				out[k] = true
-			}
+	for k, f := range newest {
+		if f.Good(loc[k.IDSite]) && !f.TSArchived.Before(since.Add(-time.Second)) {
+			out[k] = true
 		}
 	}
 	return out, nil
