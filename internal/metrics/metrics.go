@@ -126,7 +126,7 @@ func New(reg prometheus.Registerer, b BuildInfo) (*Metrics, error) {
 		scanSites:       gauge("matomod_gap_scan_sites", "Sites checked by the latest successful gap scan."),
 		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "matomod_repairs_total",
-			Help: "Gap site-days matomod handled, by result (repaired, failed, skipped_unsafe).",
+			Help: "Gaps matomod handled (site-days, and the weeks, months and years repaired with them), by result (repaired, failed, skipped_unsafe).",
 		}, []string{"result"}),
 		invalidations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "matomod_invalidations_total",
