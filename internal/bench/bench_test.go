@@ -118,6 +118,7 @@ func TestRunSmall(t *testing.T) {
 	for _, want := range []string{
 		"figure", "gap scan, ", "naive query, per-site time zone", "steady-state rescan", "rescan after 1 % invalidated", "rescan after an archive run",
 		"growth N/2 → N, matomod", "/metrics scrape, 40 sites", "same gaps: yes",
+		"table-scan floor, ", "full scan / floor", "buffer-pool page requests", "growth N/2 → N per round",
 		"naive per-site-time-zone counts equal the seeded counts on every site-day of the window: yes",
 		db + "_10k: matomod found the", "daemon idle RSS", "not measured (--daemon off)",
 	} {

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/matomod/matomod/internal/matomo"
+)
+
+// targetFloor is the full scan's target since issue 13: done rows sit about
+// four to a data page, so any correct read touches nearly every page of
+// the monthly tables; the cheapest such read is the floor.
+const targetFloor = 1.2
+
+// windowTables are the monthly archive_numeric tables a full scan of the
+// window reads (every table from the window's first month on).
+func (b *bench) windowTables(ctx context.Context, ds *dataset, db *matomo.DB) ([]string, error) {
+	since := ds.sites[0].today
+	for _, s := range ds.sites {
+		since = min(since, s.today.AddDays(-b.cfg.window))
+	}
+	all, err := db.ArchiveTables(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var tables []string
+	for _, t := range all {
+		if t.Month >= since.Month() {
+			tables = append(tables, t.Name)
+		}
+	}
+	return tables, nil
+}
+
+// floorSQL is the cheapest read of a monthly table that still touches
+// every page the done-flag read does: the same table scan of the clustered
+// index with the same filter, returning one count instead of the rows (no
+// transfer, no decoding, no Go). IGNORE INDEX keeps the optimizer off
+// index_period_archived, which covers (period, name) through the primary
+// key and would skip the data pages.
+func floorSQL(db *matomo.DB, table string) string {
+	return "SELECT COUNT(*) FROM " + db.T(table) + " IGNORE INDEX (index_period_archived) WHERE period = 1 AND name = 'done'"
+}
+
+// floorScan runs floorSQL over tables on two connections, as the full scan
+// reads two tables at once, and returns the wall time and the rows counted.
+func floorScan(ctx context.Context, db *matomo.DB, tables []string) (time.Duration, int64, error) {
+	const workers = 2
+	next := make(chan string)
+	var (
+		mu    sync.Mutex
+		total int64
+		first error
+		wg    sync.WaitGroup
+	)
+	start := time.Now()
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for t := range next {
+				var n int64
+				err := db.SQL().QueryRowContext(ctx, floorSQL(db, t)).Scan(&n)
+				mu.Lock()
+				total += n
+				if err != nil && first == nil {
+					first = fmt.Errorf("table-scan floor of %s: %w", t, err)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, t := range tables {
+		next <- t
+	}
+	close(next)
+	wg.Wait()
+	return time.Since(start), total, first
+}
+
+// openFloor is the floor's own pool: two connections, opened before the
+// timed runs so connecting is not timed.
+func openFloor(ds *dataset) (*matomo.DB, error) {
+	return matomo.Open(ds.env.Settings, matomo.DBOptions{QueryTimeout: 30 * time.Minute, MaxOpenConns: 2})
+}
+
+// loadAvg is the 1-minute load average (-1 when unknown): the machine is
+// shared, so every figure carries the load it was measured under.
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return -1
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return -1
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return -1
+	}
+	return v
+}
+
+// loads prints the range of 1-minute load averages read after each run.
+func loads(ls []float64) string {
+	lo, hi := -1.0, -1.0
+	for _, l := range ls {
+		if l < 0 {
+			continue
+		}
+		if lo < 0 || l < lo {
+			lo = l
+		}
+		hi = max(hi, l)
+	}
+	switch {
+	case lo < 0:
+		return "?"
+	case fmt.Sprintf("%.1f", lo) == fmt.Sprintf("%.1f", hi):
+		return fmt.Sprintf("%.1f", lo)
+	}
+	return fmt.Sprintf("%.1f–%.1f", lo, hi)
+}
+
+// statusCounter reads one server-wide SHOW GLOBAL STATUS counter; -1 when
+// unknown.
+func statusCounter(ctx context.Context, db *sql.DB, name string) int64 {
+	var n string
+	var v int64
+	if err := db.QueryRowContext(ctx, "SHOW GLOBAL STATUS LIKE '"+name+"'").Scan(&n, &v); err != nil {
+		return -1
+	}
+	return v
+}
+
+// pageRequests is the buffer-pool page requests per steady rescan.
+type pageRequests struct{ median, spread, background string }
+
+// idleRequests summarises the page requests of the steady rescans and
+// measures, for comparison, the server's requests over as long a time with
+// no rescan: on a shared server other clients' requests count too.
+func (b *bench) idleRequests(ctx context.Context, ds *dataset, requests []int64, d time.Duration) pageRequests {
+	if len(requests) == 0 {
+		return pageRequests{median: "?", spread: "-", background: "not measured (SHOW GLOBAL STATUS failed)"}
+	}
+	sorted := slices.Clone(requests)
+	slices.Sort(sorted)
+	r := pageRequests{median: thousands(sorted[len(sorted)/2]), spread: fmt.Sprintf("%s – %s (%d)", thousands(sorted[0]), thousands(sorted[len(sorted)-1]), len(sorted))}
+	q0 := statusCounter(ctx, ds.env.DB, "Innodb_buffer_pool_read_requests")
+	time.Sleep(d)
+	q1 := statusCounter(ctx, ds.env.DB, "Innodb_buffer_pool_read_requests")
+	r.background = fmt.Sprintf("with no rescan, over the same %s, the server counted %s (other clients and background work)", dur(d), thousands(q1-q0))
+	return r
+}
