@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/matomod/matomod/internal/gapdetect"
 	"github.com/matomod/matomod/internal/matomo"
 )
 
@@ -144,19 +145,43 @@ func statusCounter(ctx context.Context, db *sql.DB, name string) int64 {
 // pageRequests is the buffer-pool page requests per steady rescan.
 type pageRequests struct{ median, spread, background string }
 
-// idleRequests summarises the page requests of the steady rescans and
-// measures, for comparison, the server's requests over as long a time with
-// no rescan: on a shared server other clients' requests count too.
-func (b *bench) idleRequests(ctx context.Context, ds *dataset, requests []int64, d time.Duration) pageRequests {
-	if len(requests) == 0 {
-		return pageRequests{median: "?", spread: "-", background: "not measured (SHOW GLOBAL STATUS failed)"}
+// requestPairs is how many steady rescans are counted, each after an idle
+// interval as long as the rescan: the counter is server-wide, and on a
+// shared server other clients' requests land in both.
+const requestPairs = 15
+
+// pageRequests counts Innodb_buffer_pool_read_requests around steady
+// rescans of det, each preceded by an interval of the same length with no
+// rescan, so the report can set the rescan's count beside the server's
+// background over as long a time.
+func (b *bench) pageRequests(ctx context.Context, ds *dataset, det *gapdetect.Detector, d time.Duration) (pageRequests, error) {
+	counter := func() int64 { return statusCounter(ctx, ds.env.DB, "Innodb_buffer_pool_read_requests") }
+	var scans, idle []int64
+	for range requestPairs {
+		q0 := counter()
+		time.Sleep(d)
+		q1 := counter()
+		s, err := rescan(ctx, det)
+		if err != nil {
+			return pageRequests{}, err
+		}
+		q2 := counter()
+		if q0 < 0 || q1 < 0 || q2 < 0 {
+			return pageRequests{median: "?", spread: "-", background: "steady rescans: not measured (SHOW GLOBAL STATUS failed)"}, nil
+		}
+		if s.full {
+			return pageRequests{}, fmt.Errorf("a steady rescan counted for page requests was a full scan")
+		}
+		scans, idle = append(scans, q2-q1), append(idle, q1-q0)
+		d = s.dur
 	}
-	sorted := slices.Clone(requests)
-	slices.Sort(sorted)
-	r := pageRequests{median: thousands(sorted[len(sorted)/2]), spread: fmt.Sprintf("%s – %s (%d)", thousands(sorted[0]), thousands(sorted[len(sorted)-1]), len(sorted))}
-	q0 := statusCounter(ctx, ds.env.DB, "Innodb_buffer_pool_read_requests")
-	time.Sleep(d)
-	q1 := statusCounter(ctx, ds.env.DB, "Innodb_buffer_pool_read_requests")
-	r.background = fmt.Sprintf("with no rescan, over the same %s, the server counted %s (other clients and background work)", dur(d), thousands(q1-q0))
-	return r
+	slices.Sort(scans)
+	slices.Sort(idle)
+	mid := func(v []int64) int64 { return v[len(v)/2] }
+	return pageRequests{
+		median: thousands(mid(scans)),
+		spread: fmt.Sprintf("%s – %s (%d)", thousands(scans[0]), thousands(scans[len(scans)-1]), len(scans)),
+		background: fmt.Sprintf("%d steady rescans, each after an interval as long with no rescan, in which the server counted %s (%s – %s): other clients and background work; the rescan's own share is about the difference of the medians, %s",
+			len(scans), thousands(mid(idle)), thousands(idle[0]), thousands(idle[len(idle)-1]), thousands(mid(scans)-mid(idle))),
+	}, nil
 }
