@@ -35,7 +35,6 @@ func (b *bench) progress(format string, a ...any) {
 // Targets of the scale issue; atScale says whether this run is as big as
 // the size they are stated for.
 const (
-	targetFull     = time.Second
 	targetSpeedup  = 100.0
 	targetRescan   = 50 * time.Millisecond
 	targetGrowth   = 1.1
