@@ -118,6 +118,7 @@ func TestRunSmall(t *testing.T) {
 	for _, want := range []string{
 		"figure", "gap scan, ", "naive query, per-site time zone", "steady-state rescan", "rescan after 1 % invalidated", "rescan after an archive run",
 		"growth N/2 → N, matomod", "/metrics scrape, 40 sites", "same gaps: yes",
+		"table-scan floor, ", "full scan / floor", "buffer-pool page requests", "growth N/2 → N per round",
 		"naive per-site-time-zone counts equal the seeded counts on every site-day of the window: yes",
 		db + "_10k: matomod found the", "daemon idle RSS", "not measured (--daemon off)",
 	} {
@@ -134,5 +135,44 @@ func TestRunSmall(t *testing.T) {
 	var n int
 	if err := admin.QueryRow("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name LIKE ?", db+"%").Scan(&n); err != nil || n != 0 {
 		t.Errorf("databases %s* left behind: %d (%v)", db, n, err)
+	}
+}
+
+// TestNaiveSession checks that the naive query's connections carry the
+// setting that keeps its GROUP BY in memory.
+func TestNaiveSession(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := serverInfo(ctx, matomotest.AdminDSN()); err != nil {
+		t.Skipf("no MariaDB at MATOMOD_TEST_DSN: %v", err)
+	}
+	nv, err := openNaive(matomotest.AdminDSN(), "", "matomo_", time.Now(), 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nv.db.Close()
+	var tmp, heap string
+	if err := nv.db.QueryRowContext(ctx, "SELECT @@SESSION.tmp_table_size, @@SESSION.max_heap_table_size").Scan(&tmp, &heap); err != nil {
+		t.Fatal(err)
+	}
+	if tmp != naiveTmpTable || heap != naiveTmpTable {
+		t.Errorf("naive session: tmp_table_size %s, max_heap_table_size %s, want %s", tmp, heap, naiveTmpTable)
+	}
+}
+
+func TestLoads(t *testing.T) {
+	for _, tc := range []struct {
+		in   []float64
+		want string
+	}{
+		{[]float64{2.31}, "2.3"},
+		{[]float64{2.31, 1.94, 2.62}, "1.9–2.6"},
+		{[]float64{-1, 2.04, 2.01}, "2.0"},
+		{[]float64{-1}, "?"},
+		{nil, "?"},
+	} {
+		if got := loads(tc.in); got != tc.want {
+			t.Errorf("loads(%v) = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }

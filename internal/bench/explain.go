@@ -32,19 +32,9 @@ func (b *bench) explain(ctx context.Context, ds *dataset, full summary) ([]strin
 		return nil, err
 	}
 	defer db.Close()
-	since := ds.sites[0].today
-	for _, s := range ds.sites {
-		since = min(since, s.today.AddDays(-b.cfg.window))
-	}
-	all, err := db.ArchiveTables(ctx)
+	tables, err := b.windowTables(ctx, ds, db)
 	if err != nil {
 		return nil, err
-	}
-	var tables []string
-	for _, t := range all {
-		if t.Month >= since.Month() {
-			tables = append(tables, t.Name)
-		}
 	}
 	// 1. the done-flag reads.
 	start := time.Now()

@@ -80,6 +80,7 @@ type sample struct {
 	heap  uint64
 	live  uint64
 	full  bool
+	load  float64 // 1-minute load average right after the run
 	res   *gapdetect.Result
 }
 
@@ -92,6 +93,7 @@ type summary struct {
 	heap, live      uint64 // largest peaks of the runs
 	probes, doneRow int
 	diskPages       int64             // InnoDB pages read from disk per run (-1: unknown)
+	loads           []float64         // 1-minute load average after each run
 	res             *gapdetect.Result // of the last run
 }
 
@@ -103,6 +105,7 @@ func summarize(ss []sample) summary {
 	var s summary
 	for i, x := range ss {
 		d[i] = x.dur
+		s.loads = append(s.loads, x.load)
 		s.heap, s.live = max(s.heap, x.heap), max(s.live, x.live)
 	}
 	slices.Sort(d)
@@ -146,7 +149,7 @@ func (b *bench) fullScan(ctx context.Context, ds *dataset, o gapdetect.Options) 
 	if !res.Stats.Full {
 		return sample{}, fmt.Errorf("a scan by a new detector was not a full scan: the figure would be mislabelled")
 	}
-	return sample{dur: dur, trips: res.Stats.RoundTrips, heap: heap, live: live, full: true, res: res}, nil
+	return sample{dur: dur, trips: res.Stats.RoundTrips, heap: heap, live: live, full: true, load: loadAvg(), res: res}, nil
 }
 
 // fullScans runs one discarded warm-up scan and n timed ones.
@@ -199,7 +202,7 @@ func rescan(ctx context.Context, det *gapdetect.Detector) (sample, error) {
 	if err != nil {
 		return sample{}, fmt.Errorf("matomod rescan: %w", err)
 	}
-	return sample{dur: dur, trips: res.Stats.RoundTrips, heap: heap, live: live, full: res.Stats.Full, res: res}, nil
+	return sample{dur: dur, trips: res.Stats.RoundTrips, heap: heap, live: live, full: res.Stats.Full, load: loadAvg(), res: res}, nil
 }
 
 // gapSet is the set of site-days a result reports, ignoring kinds. Week,

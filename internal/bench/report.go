@@ -22,7 +22,7 @@ type report struct {
 }
 
 // row is one figure of the table.
-type row struct{ figure, kind, median, spread, trips, disk, heap, target, verdict string }
+type row struct{ figure, kind, median, spread, load, trips, disk, heap, target, verdict string }
 
 func (r *report) add(x row) { r.rows = append(r.rows, x) }
 
@@ -47,9 +47,13 @@ func (r *report) print(w io.Writer) {
 	section("data:", r.data)
 	if len(r.rows) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "figure\tkind\tmedian\tmin – max (runs)\tround trips\tdisk reads\tpeak heap\ttarget\tverdict")
+		fmt.Fprintln(tw, "figure\tkind\tmedian\tmin – max (runs)\tload\tround trips\tdisk reads\tpeak heap\ttarget\tverdict")
 		for _, x := range r.rows {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.figure, x.kind, x.median, x.spread, x.trips, x.disk, x.heap, x.target, x.verdict)
+			load := x.load
+			if load == "" {
+				load = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.figure, x.kind, x.median, x.spread, load, x.trips, x.disk, x.heap, x.target, x.verdict)
 		}
 		tw.Flush()
 		fmt.Fprintln(w)

@@ -72,6 +72,7 @@ type dataset struct {
 	nominal           int32 // archived nb_visits of every day (archive-only DB); 0: the raw count
 	visits, half1     int64 // planned log_visit rows; rows of the first half
 	indexDDL          []string
+	halfActive        bool // log_visit holds N/2 and swapTable N (growth runs)
 }
 
 // newDataset creates database name with Matomo's schema and the sites.
