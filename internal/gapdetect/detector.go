@@ -29,7 +29,11 @@ type Options struct {
 	DeleteLogsOlderThan int
 	// FullRescanInterval: incremental scans in between; default 24h.
 	FullRescanInterval time.Duration
-	Now                func() time.Time
+	// ProcessNewSegmentsFrom is Matomo's [General]
+	// process_new_segments_from (see SegmentStart); "" is Matomo's
+	// default, beginning_of_time.
+	ProcessNewSegmentsFrom string
+	Now                    func() time.Time
 }
 
 func (o *Options) defaults() {
@@ -264,20 +268,21 @@ type scanCtx struct {
 	now  time.Time
 	full bool
 
-	opts       matomo.Options
-	queued     map[matomo.SiteDate]matomo.DayInvalidation
-	pqueued    map[matomo.PeriodKey]matomo.PeriodInvalidation // IDSite set
-	periodGaps []Gap
-	siteErrors []SiteError
-	stats      Stats
-	window     Window
-	firstVisit map[int]time.Time
-	deleteOn   bool
-	deleteDays int
-	vb         matomo.VisitBounds
-	haveVB     bool
-	reports    map[matomo.SiteDate]bool // days named by report_to_invalidate options
-	touched    map[matomo.SiteDate]bool // days whose raw visits may have changed
+	opts        matomo.Options
+	queued      map[matomo.SiteDate]matomo.DayInvalidation
+	pqueued     map[matomo.PeriodKey]matomo.PeriodInvalidation // IDSite set
+	periodGaps  []Gap
+	segmentGaps []Gap
+	siteErrors  []SiteError
+	stats       Stats
+	window      Window
+	firstVisit  map[int]time.Time
+	deleteOn    bool
+	deleteDays  int
+	vb          matomo.VisitBounds
+	haveVB      bool
+	reports     map[matomo.SiteDate]bool // days named by report_to_invalidate options
+	touched     map[matomo.SiteDate]bool // days whose raw visits may have changed
 }
 
 func (sc *scanCtx) run(ctx context.Context) error {
@@ -338,6 +343,9 @@ func (sc *scanCtx) run(ctx context.Context) error {
 		return err
 	}
 	if err := sc.checkPeriods(ctx); err != nil {
+		return err
+	}
+	if err := sc.checkSegments(ctx); err != nil {
 		return err
 	}
 	sc.st.visits = sc.vb
