@@ -23,8 +23,8 @@ func TestSegmentReads(t *testing.T) {
 	ins := "INSERT INTO {p}segment (name, definition, hash, login, enable_only_idsite, auto_archive, ts_created, deleted) VALUES ('n', ?, ?, 'u', ?, ?, '2026-11-01 10:00:00', ?)"
 	e.Exec(ins, "pageTitle==p3", "30e2319d24c0ce455e6c767e96ee5b37", 0, 1, 0)
 	e.Exec(ins, "pageUrl=@%2Fshop", nil, 1, 1, 0) // no hash stored
-	e.Exec(ins, "pageTitle==x", nil, 0, 0, 0)      // not auto-archived
-	e.Exec(ins, "pageTitle==y", nil, 0, 1, 1)      // deleted
+	e.Exec(ins, "pageTitle==x", nil, 0, 0, 0)     // not auto-archived
+	e.Exec(ins, "pageTitle==y", nil, 0, 1, 1)     // deleted
 	p3 := "done30e2319d24c0ce455e6c767e96ee5b37"
 	for d := 1; d <= 20; d++ {
 		day := matomo.NewDate(2026, 11, d)

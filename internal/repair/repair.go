@@ -73,7 +73,10 @@ type Report struct {
 	Days       []DayOutcome      `json:"days"`
 	// Periods are the weeks', months' and years' outcomes (Days holds
 	// only days, as before periods were repaired).
-	Periods       []DayOutcome      `json:"periods"`
+	Periods []DayOutcome `json:"periods"`
+	// Segments are the stored segments' day outcomes (RepairSegments),
+	// each with its definition; Days and Periods never hold them.
+	Segments      []SegmentOutcome  `json:"segments,omitempty"`
 	Deferred      int               `json:"deferred"` // repairable days (and periods) left for a later cycle (max_repair_days)
 	Invalidations int               `json:"invalidations"`
 	Archive       *archiver.Result  `json:"-"`
