@@ -21,7 +21,9 @@ type segConsole struct {
 	calls  [][]string
 }
 
-func (c *segConsole) Argv(args ...string) []string { return append([]string{"php", "console"}, args...) }
+func (c *segConsole) Argv(args ...string) []string {
+	return append([]string{"php", "console"}, args...)
+}
 func (c *segConsole) Invalidate(context.Context, archiver.RunOptions, int, string, string) archiver.Result {
 	panic("segment repairs never run a plain invalidation")
 }
