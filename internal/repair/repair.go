@@ -112,6 +112,9 @@ func (r *Repairer) log() *slog.Logger {
 func (r *Repairer) Repair(ctx context.Context, gaps []gapdetect.Gap) (*Report, error) {
 	rep := &Report{DryRun: r.Opt.DryRun, Counts: map[string]int{}}
 	kind := map[matomo.SiteDate]string{}
+	// Segment gaps have their own repair (RepairSegments): never plan
+	// them as plain days or periods.
+	gaps = slices.DeleteFunc(slices.Clone(gaps), gapdetect.Gap.IsSegment)
 	for _, g := range gaps {
 		if g.IsDay() {
 			kind[matomo.SiteDate{IDSite: g.IDSite, Date: g.Date}] = string(g.Kind)

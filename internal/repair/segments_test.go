@@ -138,3 +138,15 @@ func TestRepairSegments(t *testing.T) {
 		t.Fatalf("refused: %+v %v", rep, err)
 	}
 }
+
+// A segment gap handed to the plain Repair is not planned as a day or a
+// period (IsDay is false for it): nothing runs.
+func TestRepairIgnoresSegmentGaps(t *testing.T) {
+	d := matomo.DateOf(day(5))
+	con := &segConsole{}
+	r := &Repairer{Console: con, Opt: Options{MaxDays: 60, DryRun: true}}
+	rep, err := r.Repair(context.Background(), []gapdetect.Gap{{IDSite: 1, Period: gapdetect.PeriodDay, Date: d, Date2: d, Kind: gapdetect.Missing, Repairable: true, Segment: "actions>=1"}})
+	if err != nil || len(rep.Commands) != 0 || len(rep.Days)+len(rep.Periods) != 0 {
+		t.Fatalf("plain repair of a segment gap: %+v %v", rep, err)
+	}
+}
