@@ -90,6 +90,22 @@ func TestRealSegmentGapsAndRepair(t *testing.T) {
 	if len(plain) != 0 || len(seg) != 0 {
 		t.Fatalf("gaps after archiving the segment: plain %q, segment %q", plain, seg)
 	}
+	// Which rows exist: a done<hash> day archive for every day of
+	// [start, yesterday] with tracked visits, none before start.
+	for x := start.AddDays(-5); x <= yesterday; x++ {
+		num, _ := archiveTables(x.String())
+		var n int
+		q := strings.ReplaceAll("SELECT COUNT(*) FROM "+num+" WHERE idsite = 1 AND period = 1 AND date1 = ? AND name = ? AND value = 1", "{p}", in.Prefix)
+		if err := in.DB.QueryRow(q, x.String(), "done"+hash).Scan(&n); err != nil && !strings.Contains(err.Error(), "doesn't exist") {
+			t.Fatal(err)
+		}
+		switch tracked := m.Visits[fmt.Sprintf("1 %s", x)]; {
+		case x < start && n != 0:
+			t.Errorf("site 1 %s, before the segment's start %s: %d done%s rows", x, start, n, hash)
+		case x >= start && tracked > 0 && n == 0:
+			t.Errorf("site 1 %s: %d tracked visits, no done%s row", x, tracked, hash)
+		}
+	}
 	// The day to break: tracked visits, not yesterday (waits for the
 	// scheduled run) and not the site's first raw day.
 	var d matomo.Date
