@@ -121,6 +121,11 @@ type state struct {
 	// read for it (its raw visits, its sum check) with the facts it was
 	// read under: a rescan reads again only when those moved.
 	periodMemo map[matomo.PeriodKey]*periodMemo
+	// segFlags keeps, per monthly table, the stored segments' day done
+	// rows last read from it, for segHashes: a rescan reads a table again
+	// only when its signature moved or the segments changed.
+	segFlags  map[string][]segFlag
+	segHashes string
 	// identity is matomo.DB.Identity at the last full scan; a state
 	// loaded from a file is checked against it before its first use.
 	identity      string
@@ -130,7 +135,7 @@ type state struct {
 func newState(now time.Time) *state {
 	return &state{sites: map[int]*siteState{}, fullAt: now, tables: map[string]matomo.TableSig{},
 		reports: map[string]bool{}, firstVisit: map[int]time.Time{}, firstRead: map[int]bool{},
-		periodMemo: map[matomo.PeriodKey]*periodMemo{}}
+		periodMemo: map[matomo.PeriodKey]*periodMemo{}, segFlags: map[string][]segFlag{}}
 }
 
 type siteState struct {
@@ -243,7 +248,7 @@ func (d *Detector) Scan(ctx context.Context) (*Result, error) {
 			return nil, err
 		}
 	}
-	sc := scanCtx{d: d, st: st, now: now, full: full, vb: vb, haveVB: true}
+	sc := scanCtx{d: d, st: st, now: now, full: full, vb: vb, haveVB: true, moved: map[string]bool{}}
 	if err := sc.run(ctx); err != nil {
 		// A half-applied incremental read is not a state to build on.
 		d.state = nil
@@ -273,6 +278,7 @@ type scanCtx struct {
 	pqueued     map[matomo.PeriodKey]matomo.PeriodInvalidation // IDSite set
 	periodGaps  []Gap
 	segmentGaps []Gap
+	moved       map[string]bool // monthly tables whose signature moved this scan
 	siteErrors  []SiteError
 	stats       Stats
 	window      Window
@@ -488,6 +494,7 @@ func (sc *scanCtx) readArchives(ctx context.Context, ids []int) error {
 		}
 		p, ok := prev[t.Name]
 		if sc.full || !ok || tableChanged(p, t) {
+			sc.moved[t.Name] = true
 			if in {
 				read = append(read, t.ArchiveTable)
 			} else {

@@ -87,7 +87,10 @@ type Stats struct {
 	RoundTrips int64         // DB queries sent
 	Probes     int           // site-days counted in log_visit
 	DoneRows   int           // done rows read
-	TablesRead int           // monthly archive tables read in full
+	// SegmentRows is the stored segments' done rows read (0 in a steady
+	// rescan: they are kept per table between scans).
+	SegmentRows int
+	TablesRead  int // monthly archive tables read in full
 }
 
 // SortGaps orders gaps by idsite, then days before weeks, months and

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/matomod/matomod/internal/matomo"
@@ -88,13 +89,19 @@ type segKey struct {
 	sd   matomo.SiteDate
 }
 
+// segFlag is one stored segment's day done row as read from a table.
+type segFlag struct {
+	hash string
+	f    matomo.DoneFlag
+}
+
 // checkSegments finds the segment gaps (README "Gap kinds"): for every
 // stored auto-archived segment and every site it is archived for, each
 // day in [segment start, window end] with raw visits whose newest
 // done<hash> day archive is missing, failed or invalidated (the day rules
 // of Classify). It reads the segment table, then each monthly table of the
 // window for the hashes in use only (period = 1 on index_period_archived);
-// it keeps no state between scans.
+// it keeps those rows per table between scans (state.segFlags).
 func (sc *scanCtx) checkSegments(ctx context.Context) error {
 	segs, err := sc.d.db.StoredSegments(ctx)
 	if err != nil || len(segs) == 0 {
@@ -107,27 +114,53 @@ func (sc *scanCtx) checkSegments(ctx context.Context) error {
 		}
 	}
 	newest := map[segKey]*newestPair{}
+	add := func(h string, f matomo.DoneFlag) {
+		ss := sc.st.sites[f.IDSite]
+		if ss == nil || f.Date < ss.since || f.Date > ss.until {
+			return
+		}
+		k := segKey{h, matomo.SiteDate{IDSite: f.IDSite, Date: f.Date}}
+		p := newest[k]
+		if p == nil {
+			p = &newestPair{}
+			newest[k] = p
+		}
+		if p.newest.IDArchive == 0 || f.Newer(p.newest) {
+			p.newest = f
+		}
+		if f.IsOK() && (p.ok.IDArchive == 0 || f.Newer(p.ok)) {
+			p.ok = f
+		}
+	}
+	// A table is read again only when its signature moved this scan (the
+	// same signal as for days), the segments changed, or it was never
+	// read: a steady rescan reads no segment rows.
+	slices.Sort(hashes)
+	key := strings.Join(hashes, ",")
+	if key != sc.st.segHashes || sc.full || sc.st.segFlags == nil {
+		sc.st.segFlags = map[string][]segFlag{}
+		sc.st.segHashes = key
+	}
 	for m := sc.window.Since.Month(); m <= sc.window.Until; m = nextMonth(m) {
-		err := sc.d.db.SegmentDoneFlags(ctx, matomo.TableFor(m), hashes, func(h string, f matomo.DoneFlag) {
-			ss := sc.st.sites[f.IDSite]
-			if ss == nil || f.Date < ss.since || f.Date > ss.until {
-				return
+		t := matomo.TableFor(m)
+		if _, exists := sc.st.tables[t]; !exists {
+			delete(sc.st.segFlags, t)
+			continue
+		}
+		cached, ok := sc.st.segFlags[t]
+		if !ok || sc.moved[t] {
+			cached = nil
+			err := sc.d.db.SegmentDoneFlags(ctx, t, hashes, func(h string, f matomo.DoneFlag) {
+				cached = append(cached, segFlag{h, f})
+			})
+			if err != nil {
+				return err
 			}
-			k := segKey{h, matomo.SiteDate{IDSite: f.IDSite, Date: f.Date}}
-			p := newest[k]
-			if p == nil {
-				p = &newestPair{}
-				newest[k] = p
-			}
-			if p.newest.IDArchive == 0 || f.Newer(p.newest) {
-				p.newest = f
-			}
-			if f.IsOK() && (p.ok.IDArchive == 0 || f.Newer(p.ok)) {
-				p.ok = f
-			}
-		})
-		if err != nil {
-			return err
+			sc.st.segFlags[t] = cached
+			sc.stats.SegmentRows += len(cached)
+		}
+		for _, sf := range cached {
+			add(sf.hash, sf.f)
 		}
 	}
 	inv, err := sc.d.db.SegmentDayInvalidations(ctx, sc.window.Since, sc.window.Until, hashes)
