@@ -105,7 +105,7 @@ func cmdGaps(ctx context.Context, g *globals, f *gapFlags, stdout, stderr io.Wri
 	if f.sites != "" && len(res.SiteErrors) > 0 {
 		return exitError
 	}
-	if len(res.Gaps) > 0 {
+	if len(res.Gaps) > 0 || len(res.SegmentGaps) > 0 {
 		return exitFound
 	}
 	return exitOK
@@ -170,6 +170,7 @@ func printGapTable(w io.Writer, r *gapdetect.Result) {
 		}
 		fmt.Fprintln(w)
 	}
+	printSegmentGaps(w, r.SegmentGaps)
 	if len(r.CollectionGaps) > 0 {
 		var parts []string
 		for _, c := range r.CollectionGaps {
@@ -224,4 +225,39 @@ func groupGaps(gaps []gapdetect.Gap) []gapRange {
 		out = append(out, r)
 	}
 	return out
+}
+
+// printSegmentGaps lists the stored segments' gap days (Result.SegmentGaps),
+// consecutive days of one site, segment, kind and verdict grouped.
+func printSegmentGaps(w io.Writer, gaps []gapdetect.Gap) {
+	if len(gaps) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "Segment gaps (days with raw visits without a good archive of a stored auto-archived segment):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SITE\tSEGMENT\tDAYS\tN\tKIND\tRAW VISITS\tREPAIR")
+	rep := 0
+	for i := 0; i < len(gaps); {
+		g := gaps[i]
+		j, raw := i+1, g.RawVisits
+		for j < len(gaps) && gaps[j].IDSite == g.IDSite && gaps[j].Segment == g.Segment && gaps[j].Date == gaps[j-1].Date.AddDays(1) &&
+			gaps[j].Kind == g.Kind && gaps[j].Repairable == g.Repairable && gaps[j].Reason == g.Reason {
+			raw += gaps[j].RawVisits
+			j++
+		}
+		days := g.Date.String()
+		if j-i > 1 {
+			days += ".." + gaps[j-1].Date.String()
+		}
+		verdict := "yes"
+		if !g.Repairable {
+			verdict = "no: " + g.Reason
+		} else {
+			rep += j - i
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%d\t%s\n", g.IDSite, g.Segment, days, j-i, g.Kind, raw, verdict)
+		i = j
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "%d segment gap days (%d repairable).\n", len(gaps), rep)
 }

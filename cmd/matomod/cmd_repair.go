@@ -102,6 +102,9 @@ func cmdRepair(ctx context.Context, g *globals, f *repairFlags, stdout, stderr i
 		if err != nil {
 			return fail(stderr, err)
 		}
+		if err := repairSegments(ctx, r, det, rep, res.SegmentGaps); err != nil {
+			return fail(stderr, err)
+		}
 	}
 	if f.format == "json" {
 		enc := json.NewEncoder(stdout)
@@ -114,6 +117,40 @@ func cmdRepair(ctx context.Context, g *globals, f *repairFlags, stdout, stderr i
 		return exitFound
 	}
 	return exitOK
+}
+
+// repairSegments repairs the scan's segment gaps after the plain ones
+// (their own max_repair_days budget) and merges the outcome into rep;
+// after a real repair, a rescan's open gaps, plain and segment, are
+// rep.Remaining.
+func repairSegments(ctx context.Context, r *repair.Repairer, det *gapdetect.Detector, rep *repair.Report, gaps []gapdetect.Gap) error {
+	if len(gaps) == 0 {
+		return nil
+	}
+	srep, err := r.RepairSegments(ctx, gaps)
+	if err != nil {
+		return err
+	}
+	rep.Segments = srep.Segments
+	rep.Commands = append(rep.Commands, srep.Commands...)
+	rep.Deferred += srep.Deferred
+	rep.Invalidations += srep.Invalidations
+	for k, n := range srep.Counts {
+		rep.Counts[k] += n
+	}
+	if rep.DryRun || len(srep.Commands) == 0 {
+		if rep.After != nil {
+			rep.Remaining = append(rep.Remaining, rep.After.SegmentGaps...)
+		}
+		return nil
+	}
+	after, err := det.Scan(ctx)
+	if err != nil {
+		return fmt.Errorf("rescanning after the segment repair: %w", err)
+	}
+	rep.After = after
+	rep.Remaining = append(append([]gapdetect.Gap(nil), after.Gaps...), after.SegmentGaps...)
+	return nil
 }
 
 func printRepair(w io.Writer, rep *repair.Report) {
@@ -160,12 +197,39 @@ func printRepair(w io.Writer, rep *repair.Report) {
 			fmt.Fprintf(w, "%s: %d week(s), month(s) or year(s)\n%s\n", res, len(plines), strings.Join(plines, "\n"))
 		}
 	}
+	for _, res := range []string{"planned", repair.Repaired, repair.FailedResult, repair.SkippedUnsafe} {
+		var lines []string
+		for _, d := range rep.Segments {
+			if d.Result != res {
+				continue
+			}
+			l := fmt.Sprintf("  site %d %s segment %s", d.IDSite, d.Date, d.Segment)
+			if d.Kind != "" {
+				l += " (" + d.Kind + ")"
+			}
+			if d.Reason != "" {
+				l += ": " + d.Reason
+			}
+			lines = append(lines, l)
+		}
+		if len(lines) > 0 {
+			fmt.Fprintf(w, "%s: %d segment day(s)\n%s\n", res, len(lines), strings.Join(lines, "\n"))
+		}
+	}
 	if rep.Deferred > 0 {
 		fmt.Fprintf(w, "deferred: %d older repairable day(s) left for a later run (gaps.max_repair_days)\n", rep.Deferred)
 	}
 	if !rep.DryRun && len(rep.Commands) > 0 {
 		fmt.Fprintf(w, "still open after the repair: %d gap(s)\n", len(rep.Remaining))
-		for _, rg := range groupGaps(rep.Remaining) {
+		var plain []gapdetect.Gap
+		for _, g := range rep.Remaining {
+			if g.IsSegment() {
+				fmt.Fprintf(w, "  site %d segment %s %s %s\n", g.IDSite, g.Segment, g.Date, g.Kind)
+			} else {
+				plain = append(plain, g)
+			}
+		}
+		for _, rg := range groupGaps(plain) {
 			fmt.Fprintf(w, "  site %d %s %s..%s %s\n", rg.idsite, rg.period, rg.from, rg.last, rg.kind)
 		}
 	}

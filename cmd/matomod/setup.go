@@ -93,15 +93,16 @@ func (s *setup) console(log *slog.Logger) *archiver.Console {
 func (s *setup) detectorOptions() gapdetect.Options {
 	c := s.cfg
 	return gapdetect.Options{
-		WindowDays:           c.Gaps.WindowDays,
-		VerifyDays:           verifyDays(c.Gaps.VerifyDays),
-		Grace:                c.Gaps.Grace.D(),
-		Include:              c.Sites.Include,
-		Exclude:              c.Sites.Exclude,
-		CollectionMinTraffic: c.Gaps.CollectionGapMinTrafficDays,
-		DeleteLogsEnable:     s.mat.INI.DeleteLogsEnable,
-		DeleteLogsOlderThan:  s.mat.INI.DeleteLogsOlderThan,
-		FullRescanInterval:   c.Gaps.FullRescanInterval.D(),
+		WindowDays:             c.Gaps.WindowDays,
+		VerifyDays:             verifyDays(c.Gaps.VerifyDays),
+		Grace:                  c.Gaps.Grace.D(),
+		Include:                c.Sites.Include,
+		Exclude:                c.Sites.Exclude,
+		CollectionMinTraffic:   c.Gaps.CollectionGapMinTrafficDays,
+		DeleteLogsEnable:       s.mat.INI.DeleteLogsEnable,
+		DeleteLogsOlderThan:    s.mat.INI.DeleteLogsOlderThan,
+		ProcessNewSegmentsFrom: s.mat.INI.ProcessNewSegmentsFrom,
+		FullRescanInterval:     c.Gaps.FullRescanInterval.D(),
 	}
 }
 

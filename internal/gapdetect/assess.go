@@ -24,7 +24,7 @@ func (d *Detector) Assess(ctx context.Context, idsite int, from, to matomo.Date)
 	o := d.opt
 	o.Since, o.Until, o.Include, o.Exclude, o.VerifyDays = from, to, []int{idsite}, nil, int(to-from)+1
 	sub := &Detector{db: d.db, opt: o, lastArchiveRun: d.lastArchiveRun}
-	sc := scanCtx{d: sub, st: newState(o.Now().UTC()), now: o.Now().UTC(), full: true}
+	sc := scanCtx{d: sub, st: newState(o.Now().UTC()), now: o.Now().UTC(), full: true, moved: map[string]bool{}}
 	if err := sc.run(ctx); err != nil {
 		return nil, err
 	}

@@ -279,6 +279,13 @@ func (sc *scanCtx) result() *Result {
 		}
 	}
 	SortGaps(r.Gaps)
+	r.SegmentGaps = []Gap{}
+	for _, g := range sc.segmentGaps {
+		if sc.st.sites[g.IDSite] != nil {
+			r.SegmentGaps = append(r.SegmentGaps, g)
+		}
+	}
+	SortSegmentGaps(r.SegmentGaps)
 	slices.SortFunc(r.CollectionGaps, func(a, b CollectionGap) int {
 		if a.IDSite != b.IDSite {
 			return a.IDSite - b.IDSite

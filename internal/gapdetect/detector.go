@@ -29,7 +29,11 @@ type Options struct {
 	DeleteLogsOlderThan int
 	// FullRescanInterval: incremental scans in between; default 24h.
 	FullRescanInterval time.Duration
-	Now                func() time.Time
+	// ProcessNewSegmentsFrom is Matomo's [General]
+	// process_new_segments_from (see SegmentStart); "" is Matomo's
+	// default, beginning_of_time.
+	ProcessNewSegmentsFrom string
+	Now                    func() time.Time
 }
 
 func (o *Options) defaults() {
@@ -117,6 +121,11 @@ type state struct {
 	// read for it (its raw visits, its sum check) with the facts it was
 	// read under: a rescan reads again only when those moved.
 	periodMemo map[matomo.PeriodKey]*periodMemo
+	// segFlags keeps, per monthly table, the stored segments' day done
+	// rows last read from it, for segHashes: a rescan reads a table again
+	// only when its signature moved or the segments changed.
+	segFlags  map[string][]segFlag
+	segHashes string
 	// identity is matomo.DB.Identity at the last full scan; a state
 	// loaded from a file is checked against it before its first use.
 	identity      string
@@ -126,7 +135,7 @@ type state struct {
 func newState(now time.Time) *state {
 	return &state{sites: map[int]*siteState{}, fullAt: now, tables: map[string]matomo.TableSig{},
 		reports: map[string]bool{}, firstVisit: map[int]time.Time{}, firstRead: map[int]bool{},
-		periodMemo: map[matomo.PeriodKey]*periodMemo{}}
+		periodMemo: map[matomo.PeriodKey]*periodMemo{}, segFlags: map[string][]segFlag{}}
 }
 
 type siteState struct {
@@ -239,7 +248,7 @@ func (d *Detector) Scan(ctx context.Context) (*Result, error) {
 			return nil, err
 		}
 	}
-	sc := scanCtx{d: d, st: st, now: now, full: full, vb: vb, haveVB: true}
+	sc := scanCtx{d: d, st: st, now: now, full: full, vb: vb, haveVB: true, moved: map[string]bool{}}
 	if err := sc.run(ctx); err != nil {
 		// A half-applied incremental read is not a state to build on.
 		d.state = nil
@@ -264,20 +273,22 @@ type scanCtx struct {
 	now  time.Time
 	full bool
 
-	opts       matomo.Options
-	queued     map[matomo.SiteDate]matomo.DayInvalidation
-	pqueued    map[matomo.PeriodKey]matomo.PeriodInvalidation // IDSite set
-	periodGaps []Gap
-	siteErrors []SiteError
-	stats      Stats
-	window     Window
-	firstVisit map[int]time.Time
-	deleteOn   bool
-	deleteDays int
-	vb         matomo.VisitBounds
-	haveVB     bool
-	reports    map[matomo.SiteDate]bool // days named by report_to_invalidate options
-	touched    map[matomo.SiteDate]bool // days whose raw visits may have changed
+	opts        matomo.Options
+	queued      map[matomo.SiteDate]matomo.DayInvalidation
+	pqueued     map[matomo.PeriodKey]matomo.PeriodInvalidation // IDSite set
+	periodGaps  []Gap
+	segmentGaps []Gap
+	moved       map[string]bool // monthly tables whose signature moved this scan
+	siteErrors  []SiteError
+	stats       Stats
+	window      Window
+	firstVisit  map[int]time.Time
+	deleteOn    bool
+	deleteDays  int
+	vb          matomo.VisitBounds
+	haveVB      bool
+	reports     map[matomo.SiteDate]bool // days named by report_to_invalidate options
+	touched     map[matomo.SiteDate]bool // days whose raw visits may have changed
 }
 
 func (sc *scanCtx) run(ctx context.Context) error {
@@ -338,6 +349,9 @@ func (sc *scanCtx) run(ctx context.Context) error {
 		return err
 	}
 	if err := sc.checkPeriods(ctx); err != nil {
+		return err
+	}
+	if err := sc.checkSegments(ctx); err != nil {
 		return err
 	}
 	sc.st.visits = sc.vb
@@ -480,6 +494,7 @@ func (sc *scanCtx) readArchives(ctx context.Context, ids []int) error {
 		}
 		p, ok := prev[t.Name]
 		if sc.full || !ok || tableChanged(p, t) {
+			sc.moved[t.Name] = true
 			if in {
 				read = append(read, t.ArchiveTable)
 			} else {

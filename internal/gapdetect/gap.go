@@ -39,6 +39,10 @@ type Gap struct {
 	ArchivedVisits *int64      `json:"archived_visits"`
 	Repairable     bool        `json:"repairable"`
 	Reason         string      `json:"reason"`
+	// Segment is the definition of the stored segment whose done<hash>
+	// archive is missing or bad (a segment gap, in Result.SegmentGaps);
+	// empty for a plain (no-segment) gap.
+	Segment string `json:"segment,omitempty"`
 }
 
 // CollectionGap is a zero-visit day between days with traffic on a site
@@ -67,8 +71,13 @@ type Result struct {
 	SitesScanned   int             `json:"sites_scanned"`
 	Gaps           []Gap           `json:"gaps"`
 	CollectionGaps []CollectionGap `json:"collection_gaps"`
-	SiteErrors     []SiteError     `json:"site_errors,omitempty"`
-	Stats          Stats           `json:"-"`
+	// SegmentGaps are the site-days whose stored segment archive
+	// (done<hash>) is missing or bad: kept apart from Gaps so that the
+	// plain day and period gaps, their metrics and their repair stay
+	// as they were.
+	SegmentGaps []Gap       `json:"segment_gaps"`
+	SiteErrors  []SiteError `json:"site_errors,omitempty"`
+	Stats       Stats       `json:"-"`
 }
 
 // Stats describe the cost of a scan (for logs and the benchmark).
@@ -78,7 +87,10 @@ type Stats struct {
 	RoundTrips int64         // DB queries sent
 	Probes     int           // site-days counted in log_visit
 	DoneRows   int           // done rows read
-	TablesRead int           // monthly archive tables read in full
+	// SegmentRows is the stored segments' done rows read (0 in a steady
+	// rescan: they are kept per table between scans).
+	SegmentRows int
+	TablesRead  int // monthly archive tables read in full
 }
 
 // SortGaps orders gaps by idsite, then days before weeks, months and
@@ -96,8 +108,24 @@ func SortGaps(g []Gap) {
 	})
 }
 
+// SortSegmentGaps orders segment gaps by idsite, segment, then date.
+func SortSegmentGaps(g []Gap) {
+	sort.SliceStable(g, func(i, j int) bool {
+		if g[i].IDSite != g[j].IDSite {
+			return g[i].IDSite < g[j].IDSite
+		}
+		if g[i].Segment != g[j].Segment {
+			return g[i].Segment < g[j].Segment
+		}
+		return g[i].Date < g[j].Date
+	})
+}
+
+// IsSegment: the gap is a stored segment's archive, not the plain one.
+func (g Gap) IsSegment() bool { return g.Segment != "" }
+
 // IsDay: the gap is a site-day (not a week, month or year).
-func (g Gap) IsDay() bool { return g.Period == "" || g.Period == PeriodDay }
+func (g Gap) IsDay() bool { return g.Segment == "" && (g.Period == "" || g.Period == PeriodDay) }
 
 // Repairable returns the gaps matomod may repair.
 func (r *Result) Repairable() []Gap {

@@ -53,6 +53,9 @@ type INIConfig struct {
 	// override these (see Options).
 	DeleteLogsEnable    bool
 	DeleteLogsOlderThan int
+	// ProcessNewSegmentsFrom is [General] process_new_segments_from:
+	// from which day core:archive archives a stored segment.
+	ProcessNewSegmentsFrom string
 }
 
 var prefixRE = regexp.MustCompile(`^[A-Za-z0-9_]*$`)
@@ -153,6 +156,9 @@ func ReadConfigINI(dir string) (*INIConfig, error) {
 	}
 	if v, ok := get("General", "maintenance_mode"); ok {
 		c.MaintenanceMode = truthy(v)
+	}
+	if v, ok := get("General", "process_new_segments_from"); ok {
+		c.ProcessNewSegmentsFrom = v
 	}
 	if v, ok := get("Tracker", "record_statistics"); ok {
 		c.RecordStatistics = truthy(v)

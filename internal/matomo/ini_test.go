@@ -208,3 +208,19 @@ func TestReadConfigINIErrorHidesValues(t *testing.T) {
 		}
 	}
 }
+
+// Issue 14 (segments): [General] process_new_segments_from, merged key by
+// key: config.ini.php's value wins, global.ini.php's holds without one.
+func TestReadConfigINIProcessNewSegmentsFrom(t *testing.T) {
+	global := "[General]\nmaintenance_mode = 0\nprocess_new_segments_from = \"beginning_of_time\"\n"
+	dir := writeINI(t, "; <?php exit; ?>\n[database]\ndbname = m\n[General]\nmaintenance_mode = 0\n")
+	os.WriteFile(filepath.Join(dir, "config", "global.ini.php"), []byte(global), 0o644)
+	if c, err := ReadConfigINI(dir); err != nil || c.ProcessNewSegmentsFrom != "beginning_of_time" {
+		t.Errorf("global-only value: %+v, %v", c, err)
+	}
+	dir2 := writeINI(t, "; <?php exit; ?>\n[database]\ndbname = m\n[General]\nprocess_new_segments_from = \"last30\"\n")
+	os.WriteFile(filepath.Join(dir2, "config", "global.ini.php"), []byte(global), 0o644)
+	if c, err := ReadConfigINI(dir2); err != nil || c.ProcessNewSegmentsFrom != "last30" || c.MaintenanceMode {
+		t.Errorf("config.ini.php's value: %+v, %v", c, err)
+	}
+}

@@ -36,6 +36,8 @@ var gapFamilies = map[string]bool{
 	"matomod_gap_scan_sites_skipped":              true,
 	"matomo_archive_period_gaps":                  true,
 	"matomo_archive_period_gaps_all_sites":        true,
+	"matomo_archive_segment_gaps":                 true,
+	"matomo_archive_segment_gaps_all_sites":       true,
 }
 
 // NewEncodedGaps returns an EncodedGaps holding an empty snapshot (the

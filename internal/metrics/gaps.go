@@ -31,6 +31,15 @@ func GapSnapshotOf(r *gapdetect.Result) GapSnapshot {
 			sg.Oldest = t
 		}
 	}
+	// Segment gaps (Result.SegmentGaps) never reach the day or period
+	// families: they have their own.
+	for _, g := range r.SegmentGaps {
+		sg := get(g.IDSite)
+		if sg.SegmentGaps == nil {
+			sg.SegmentGaps = map[SegmentGap]int{}
+		}
+		sg.SegmentGaps[SegmentGap{Kind: string(g.Kind), Repairable: g.Repairable}]++
+	}
 	for _, c := range r.CollectionGaps {
 		get(c.IDSite).CollectionGaps++
 	}

@@ -451,7 +451,8 @@ func feed(t testing.TB) (*Metrics, *prometheus.Registry) {
 	m.Repairs(RepairRepaired, 1)
 	m.Invalidations(1)
 	m.SetGaps(GapSnapshot{Sites: []SiteGaps{{IDSite: 3, Repairable: map[string]int{KindMissing: 1},
-		Oldest: now.Add(-48 * time.Hour), CollectionGaps: 1, PeriodGaps: map[PeriodGap]int{{Period: PeriodMonth, Kind: KindStale, Repairable: true}: 1}}}})
+		Oldest: now.Add(-48 * time.Hour), CollectionGaps: 1, PeriodGaps: map[PeriodGap]int{{Period: PeriodMonth, Kind: KindStale, Repairable: true}: 1},
+		SegmentGaps: map[SegmentGap]int{{Kind: KindMissing, Repairable: true}: 1}}}})
 	m.GapScanFinished(now, time.Second, 1)
 	m.GapScanFailed(now.Add(-time.Hour))
 	m.SetMatomo(MatomoSnapshot{Version: "5.0.2", Queued: 1, InProgress: 1, OldestQueued: now, OldestInProgress: now,

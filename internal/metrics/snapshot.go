@@ -61,6 +61,18 @@ type SiteGaps struct {
 	// Oldest and the day families count days only). Unknown periods or
 	// kinds and counts below 1 are ignored.
 	PeriodGaps map[PeriodGap]int
+	// SegmentGaps counts the site-days whose stored segment archive
+	// (done<hash>) is missing or bad, by kind and verdict, over all the
+	// site's segments: no segment label (a site may have any number of
+	// stored segments; 10,000 sites × segments is not a bounded series
+	// count). Unknown kinds and counts below 1 are ignored.
+	SegmentGaps map[SegmentGap]int
+}
+
+// SegmentGap is one label set of the segment gap families.
+type SegmentGap struct {
+	Kind       string
+	Repairable bool
 }
 
 // PeriodGap is one label set of the period gap families.
@@ -99,6 +111,12 @@ var (
 	periodGapsAllDesc = prometheus.NewDesc("matomo_archive_period_gaps_all_sites",
 		"Weeks, months and years (that ended and have visits) without a good archive over all sites, by period, kind and whether matomod may repair them.",
 		[]string{"period", "kind", "repairable"}, nil)
+	segmentGapsDesc = prometheus.NewDesc("matomo_archive_segment_gaps",
+		"Site-days with raw visits but no good archive of a stored auto-archived segment (done<hash>), summed over the site's segments, by site (only sites with such gaps; no segment label: `matomod gaps` names the segments).",
+		[]string{"idsite"}, nil)
+	segmentGapsAllDesc = prometheus.NewDesc("matomo_archive_segment_gaps_all_sites",
+		"Stored segments' site-days with raw visits but no good segment archive over all sites and segments, by kind and whether matomod may repair them.",
+		[]string{"kind", "repairable"}, nil)
 	collectionGapsDesc = prometheus.NewDesc("matomo_collection_gaps",
 		"Days without raw visits where the site normally has traffic (tracking outage or lost raw data), per site that has them.",
 		[]string{"idsite"}, nil)
@@ -141,7 +159,7 @@ func newSnapshotCollector() *snapshotCollector {
 func ptr[T any](v T) *T { return &v }
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{gapsDesc, gapsAllDesc, gapOldestDesc, collectionGapsDesc, sitesSkippedDesc, periodGapsDesc, periodGapsAllDesc,
+	for _, d := range []*prometheus.Desc{gapsDesc, gapsAllDesc, gapOldestDesc, collectionGapsDesc, sitesSkippedDesc, periodGapsDesc, periodGapsAllDesc, segmentGapsDesc, segmentGapsAllDesc,
 		invalidationsDesc, invalidationOldestDesc, lastCompletedDesc, maintenanceDesc, updatePendingDesc, infoDesc} {
 		ch <- d
 	}
@@ -169,6 +187,7 @@ type siteTotals struct {
 	oldest     time.Time
 	collection int
 	periods    []int // by gapPeriods index
+	segments   int
 }
 
 // periodIndex and kindIndex place a label value; -1: unknown.
@@ -205,6 +224,8 @@ func gapMetrics(s GapSnapshot) []prometheus.Metric {
 			allPeriods[r][p] = make([]int, len(gapKinds))
 		}
 	}
+	var allSegments [2][]int
+	allSegments[0], allSegments[1] = make([]int, len(gapKinds)), make([]int, len(gapKinds))
 	var out []prometheus.Metric
 	var cur *siteTotals
 	flush := func() {
@@ -229,6 +250,18 @@ func gapMetrics(s GapSnapshot) []prometheus.Metric {
 			}
 			cur.periods[p] += n
 			allPeriods[r][p][ki] += n
+		}
+		for k, n := range sg.SegmentGaps {
+			ki := kindIndex(k.Kind)
+			if ki < 0 || n < 1 {
+				continue
+			}
+			r := 0
+			if k.Repairable {
+				r = 1
+			}
+			cur.segments += n
+			allSegments[r][ki] += n
 		}
 		for r, counts := range []map[string]int{sg.NotRepairable, sg.Repairable} {
 			for i, k := range gapKinds {
@@ -259,6 +292,11 @@ func gapMetrics(s GapSnapshot) []prometheus.Metric {
 			}
 		}
 	}
+	for r, repairable := range []string{"false", "true"} {
+		for i, k := range gapKinds {
+			out = append(out, prometheus.MustNewConstMetric(segmentGapsAllDesc, prometheus.GaugeValue, float64(allSegments[r][i]), k, repairable))
+		}
+	}
 	return out
 }
 
@@ -281,6 +319,9 @@ func appendSite(out []prometheus.Metric, s *siteTotals) []prometheus.Metric {
 		if n := s.periods[p]; n > 0 {
 			out = append(out, prometheus.MustNewConstMetric(periodGapsDesc, prometheus.GaugeValue, float64(n), id, period))
 		}
+	}
+	if s.segments > 0 {
+		out = append(out, prometheus.MustNewConstMetric(segmentGapsDesc, prometheus.GaugeValue, float64(s.segments), id))
 	}
 	return out
 }

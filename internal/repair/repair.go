@@ -73,7 +73,10 @@ type Report struct {
 	Days       []DayOutcome      `json:"days"`
 	// Periods are the weeks', months' and years' outcomes (Days holds
 	// only days, as before periods were repaired).
-	Periods       []DayOutcome      `json:"periods"`
+	Periods []DayOutcome `json:"periods"`
+	// Segments are the stored segments' day outcomes (RepairSegments),
+	// each with its definition; Days and Periods never hold them.
+	Segments      []SegmentOutcome  `json:"segments,omitempty"`
 	Deferred      int               `json:"deferred"` // repairable days (and periods) left for a later cycle (max_repair_days)
 	Invalidations int               `json:"invalidations"`
 	Archive       *archiver.Result  `json:"-"`
@@ -109,6 +112,9 @@ func (r *Repairer) log() *slog.Logger {
 func (r *Repairer) Repair(ctx context.Context, gaps []gapdetect.Gap) (*Report, error) {
 	rep := &Report{DryRun: r.Opt.DryRun, Counts: map[string]int{}}
 	kind := map[matomo.SiteDate]string{}
+	// Segment gaps have their own repair (RepairSegments): never plan
+	// them as plain days or periods.
+	gaps = slices.DeleteFunc(slices.Clone(gaps), gapdetect.Gap.IsSegment)
 	for _, g := range gaps {
 		if g.IsDay() {
 			kind[matomo.SiteDate{IDSite: g.IDSite, Date: g.Date}] = string(g.Kind)

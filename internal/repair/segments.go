@@ -1,0 +1,291 @@
+package repair
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/matomod/matomod/internal/archiver"
+	"github.com/matomod/matomod/internal/gapdetect"
+	"github.com/matomod/matomod/internal/matomo"
+)
+
+// SegmentOutcome is what happened to one stored segment's site-day.
+type SegmentOutcome struct {
+	DayOutcome
+	Segment string `json:"segment"`
+}
+
+// SegmentInvalidateArgs invalidates the day archives of one stored
+// segment for days from..to of one site: the day invalidation of
+// archiver.InvalidateArgs plus --segment=<definition> (Matomo then queues
+// rows named done<hash>, and their parent periods). Never
+// --ignore-log-deletion-limit.
+func SegmentInvalidateArgs(idsite int, from, to matomo.Date, definition string) ([]string, error) {
+	if definition == "" {
+		return nil, fmt.Errorf("core:invalidate-report-data: empty segment definition for site %d: a segment repair names its segment", idsite)
+	}
+	args, err := archiver.InvalidateArgs(idsite, from.String(), to.String())
+	if err != nil {
+		return nil, err
+	}
+	return append(args, "--segment="+definition), nil
+}
+
+// segRange is consecutive repairable days of one site and segment.
+type segRange struct {
+	gapdetect.Range
+	seg matomo.StoredSegment
+}
+
+// RepairSegments repairs the repairable segment gaps (Result.SegmentGaps):
+// for each site and segment, the consecutive days are invalidated with
+// --segment=<definition>; one core:archive of those sites rebuilds them;
+// then the done<hash> rows say which days were fixed (the newest is
+// Good and written by this repair). The safety rules are the day rules
+// (the gap's Repairable); at most MaxDays segment site-days, newest
+// first; a segment that is no longer stored, auto-archived and for that
+// site is not touched.
+func (r *Repairer) RepairSegments(ctx context.Context, gaps []gapdetect.Gap) (*Report, error) {
+	rep := &Report{DryRun: r.Opt.DryRun, Counts: map[string]int{}}
+	var todo []gapdetect.Gap
+	for _, g := range gaps {
+		if !g.IsSegment() {
+			continue
+		}
+		if !g.Repairable {
+			rep.addSegment(g, SkippedUnsafe, g.Reason)
+			continue
+		}
+		todo = append(todo, g)
+	}
+	if len(todo) == 0 {
+		sortSegments(rep.Segments)
+		return rep, nil
+	}
+	segs, err := r.DB.StoredSegments(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byDef := map[string]matomo.StoredSegment{}
+	for _, s := range segs {
+		if _, dup := byDef[s.Definition]; !dup {
+			byDef[s.Definition] = s
+		}
+	}
+	// Newest first within the budget, as for days.
+	slices.SortStableFunc(todo, func(a, b gapdetect.Gap) int {
+		if a.Date != b.Date {
+			return int(b.Date - a.Date)
+		}
+		return a.IDSite - b.IDSite
+	})
+	if r.Opt.MaxDays >= 0 && len(todo) > r.Opt.MaxDays {
+		rep.Deferred = len(todo) - r.Opt.MaxDays
+		todo = todo[:r.Opt.MaxDays]
+	}
+	gapdetect.SortSegmentGaps(todo)
+	var ranges []segRange
+	kind := map[string]string{}
+	for _, g := range todo {
+		s, ok := byDef[g.Segment]
+		if !ok || !s.ForSite(g.IDSite) {
+			rep.addSegment(g, SkippedUnsafe, "the segment is no longer a stored auto-archived segment of this site: Matomo would not archive it")
+			continue
+		}
+		kind[segKey(g.IDSite, s.Hash, g.Date)] = string(g.Kind)
+		if n := len(ranges); n > 0 && ranges[n-1].IDSite == g.IDSite && ranges[n-1].seg.Hash == s.Hash && ranges[n-1].To.AddDays(1) == g.Date {
+			ranges[n-1].To = g.Date
+			continue
+		}
+		ranges = append(ranges, segRange{Range: gapdetect.Range{IDSite: g.IDSite, From: g.Date, To: g.Date}, seg: s})
+	}
+	if len(ranges) == 0 {
+		sortSegments(rep.Segments)
+		return rep, nil
+	}
+	var sites []int
+	for _, rg := range ranges {
+		args, err := SegmentInvalidateArgs(rg.IDSite, rg.From, rg.To, rg.seg.Definition)
+		if err != nil {
+			return nil, err
+		}
+		rep.Commands = append(rep.Commands, r.Console.Argv(args...))
+		if !slices.Contains(sites, rg.IDSite) {
+			sites = append(sites, rg.IDSite)
+		}
+	}
+	args, err := archiver.ArchiveArgs(r.Opt.URL, sites, r.Opt.ExtraArgs)
+	if err != nil {
+		return nil, err
+	}
+	rep.Commands = append(rep.Commands, r.Console.Argv(args...))
+	outcome := func(rg segRange, d matomo.Date, result, reason string) {
+		g := gapdetect.Gap{IDSite: rg.IDSite, Period: gapdetect.PeriodDay, Date: d, Date2: d,
+			Kind: gapdetect.Kind(kind[segKey(rg.IDSite, rg.seg.Hash, d)]), Segment: rg.seg.Definition}
+		rep.addSegment(g, result, reason)
+	}
+	if r.Opt.DryRun {
+		for _, rg := range ranges {
+			for d := rg.From; d <= rg.To; d++ {
+				outcome(rg, d, "planned", "")
+			}
+		}
+		sortSegments(rep.Segments)
+		return rep, nil
+	}
+
+	log := r.log()
+	runID := archiver.NewRunID()
+	started, err := r.DB.Now(ctx)
+	if err != nil {
+		return nil, err
+	}
+	failed := map[string]string{}
+	var archiveSites []int
+	for _, rg := range ranges {
+		args, _ := SegmentInvalidateArgs(rg.IDSite, rg.From, rg.To, rg.seg.Definition)
+		log.Info("invalidating segment gap days", "event", "repair_started", "run_id", runID, "idsite", rg.IDSite,
+			"segment", rg.seg.Definition, "from", rg.From.String(), "to", rg.To.String(), "days", rg.Days())
+		res := r.Console.Run(ctx, r.runOpts(runID), args...)
+		if res.Outcome == archiver.OutcomeSkipped || ctx.Err() != nil {
+			return nil, fmt.Errorf("core:invalidate-report-data did not run (%s): nothing was changed for the remaining segment days; retry when Matomo is out of maintenance mode", firstNonEmpty(res.SkipReason, errString(ctx.Err())))
+		}
+		// The exit code does not say what happened: look for the queue rows.
+		queued, err := r.DB.SegmentDayInvalidations(ctx, rg.From, rg.To, []string{rg.seg.Hash})
+		if err != nil {
+			return nil, fmt.Errorf("checking the segment invalidations of site %d: %w", rg.IDSite, err)
+		}
+		have := map[matomo.Date]bool{}
+		for _, q := range queued {
+			if q.IDSite == rg.IDSite {
+				have[q.Date] = true
+			}
+		}
+		for d := rg.From; d <= rg.To; d++ {
+			if have[d] {
+				rep.Invalidations++
+				continue
+			}
+			why := "core:invalidate-report-data queued nothing for this segment day"
+			switch {
+			case slices.Contains(res.LogDeletionSkipped, d.String()):
+				why += ": Matomo refused it as older than its log-deletion limit"
+			case res.Outcome != archiver.OutcomeSuccess:
+				why += fmt.Sprintf(" (exit code %d: %s)", res.ExitCode, firstNonEmpty(res.FirstError, errString(res.Err)))
+			}
+			failed[segKey(rg.IDSite, rg.seg.Hash, d)] = why
+		}
+		if len(have) > 0 && !slices.Contains(archiveSites, rg.IDSite) {
+			archiveSites = append(archiveSites, rg.IDSite)
+		}
+	}
+	if len(archiveSites) > 0 {
+		log.Info("archiving invalidated segment days", "event", "repair_archiving", "run_id", runID, "sites", fmt.Sprint(archiveSites))
+		res := r.Console.ArchiveSites(ctx, r.runOpts(runID), r.Opt.URL, archiveSites, r.Opt.ExtraArgs)
+		rep.Archive = &res
+	}
+	good, err := r.segmentsRebuilt(ctx, ranges, started)
+	if err != nil {
+		return nil, fmt.Errorf("checking the rebuilt segment archives: %w", err)
+	}
+	for _, rg := range ranges {
+		for d := rg.From; d <= rg.To; d++ {
+			k := segKey(rg.IDSite, rg.seg.Hash, d)
+			result, reason := Repaired, ""
+			if why, bad := failed[k]; bad {
+				result, reason = FailedResult, why
+			} else if !good[k] {
+				result, reason = FailedResult, "no complete done"+rg.seg.Hash+" archive was written for this day"
+				if a := rep.Archive; a != nil && a.Outcome != archiver.OutcomeSuccess {
+					reason += fmt.Sprintf(" (core:archive %s, exit code %d: %s)", a.Outcome, a.ExitCode, firstNonEmpty(a.SkipReason, a.FirstError, errString(a.Err)))
+				}
+			}
+			outcome(rg, d, result, reason)
+			dlog := log.With("run_id", runID, "idsite", rg.IDSite, "date", d.String(), "segment", rg.seg.Definition)
+			if result == Repaired {
+				dlog.Info("segment gap repaired", "event", "repair_finished", "kind", kind[k])
+			} else {
+				dlog.Error("segment gap not repaired", "event", "repair_failed", "kind", kind[k], "reason", reason)
+			}
+		}
+	}
+	sortSegments(rep.Segments)
+	return rep, nil
+}
+
+// segmentsRebuilt returns the site-days (segKey) whose newest done<hash>
+// day archive is Good and written at or after since (DB clock).
+func (r *Repairer) segmentsRebuilt(ctx context.Context, ranges []segRange, since time.Time) (map[string]bool, error) {
+	sites, err := r.DB.Sites(ctx)
+	if err != nil {
+		return nil, err
+	}
+	loc := map[int]*time.Location{}
+	for _, s := range sites {
+		loc[s.ID] = s.Loc
+	}
+	want := map[string]bool{}
+	tables := map[string][]string{} // table → hashes
+	for _, rg := range ranges {
+		for d := rg.From; d <= rg.To; d++ {
+			want[segKey(rg.IDSite, rg.seg.Hash, d)] = true
+			t := matomo.TableFor(d)
+			if !slices.Contains(tables[t], rg.seg.Hash) {
+				tables[t] = append(tables[t], rg.seg.Hash)
+			}
+		}
+	}
+	newest := map[string]matomo.DoneFlag{}
+	names := make([]string, 0, len(tables))
+	for t := range tables {
+		names = append(names, t)
+	}
+	slices.Sort(names)
+	for _, t := range names {
+		err := r.DB.SegmentDoneFlags(ctx, t, tables[t], func(h string, f matomo.DoneFlag) {
+			k := segKey(f.IDSite, h, f.Date)
+			if !want[k] {
+				return
+			}
+			if n, ok := newest[k]; !ok || f.Newer(n) {
+				newest[k] = f
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	out := map[string]bool{}
+	for k, f := range newest {
+		if f.Good(loc[f.IDSite]) && !f.TSArchived.Before(since.Add(-time.Second)) {
+			out[k] = true
+		}
+	}
+	return out, nil
+}
+
+func segKey(idsite int, hash string, d matomo.Date) string {
+	return fmt.Sprintf("%d/%s/%s", idsite, hash, d)
+}
+
+func (rep *Report) addSegment(g gapdetect.Gap, result, reason string) {
+	rep.Segments = append(rep.Segments, SegmentOutcome{DayOutcome: outcomeOf(g, result, reason), Segment: g.Segment})
+	rep.Counts[result]++
+}
+
+func sortSegments(s []SegmentOutcome) {
+	slices.SortStableFunc(s, func(a, b SegmentOutcome) int {
+		if a.IDSite != b.IDSite {
+			return a.IDSite - b.IDSite
+		}
+		if a.Segment != b.Segment {
+			if a.Segment < b.Segment {
+				return -1
+			}
+			return 1
+		}
+		return int(a.Date - b.Date)
+	})
+}
