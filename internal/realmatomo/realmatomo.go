@@ -207,11 +207,19 @@ func Get(ctx context.Context, logf func(string, ...any)) (*Template, error) {
 	}
 	pruneOld(ctx, root, key)
 	logf("real Matomo: building the template install in %s (once per day and release)", dir)
-	t, err := build(ctx, dir, "matomod_rm_"+strings.ReplaceAll(key, "-", "_"), now, logf)
+	t, err := build(ctx, dir, templateDB(root, key), now, logf)
 	if err != nil {
 		return nil, fmt.Errorf("building the real Matomo template: %w", err)
 	}
 	return t, nil
+}
+
+// templateDB names the template's database after the cache directory and
+// the key, so that two caches (a developer's and a CI run's on the same
+// server) never rebuild each other's database.
+func templateDB(root, key string) string {
+	h := sha256.Sum256([]byte(root))
+	return "matomod_rm_" + hex.EncodeToString(h[:3]) + "_" + strings.ReplaceAll(key, "-", "_")
 }
 
 // pruneOld removes the templates of other days and releases: their
@@ -228,14 +236,15 @@ func pruneOld(ctx context.Context, root, keep string) {
 		return
 	}
 	defer db.Close()
-	rows, err := db.QueryContext(ctx, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'matomod\\_rm\\_%'")
+	mine := templateDB(root, "")
+	rows, err := db.QueryContext(ctx, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ?", strings.ReplaceAll(mine, "_", "\\_")+"%")
 	if err != nil {
 		return
 	}
 	var old []string
 	for rows.Next() {
 		var n string
-		if rows.Scan(&n) == nil && n != "matomod_rm_"+strings.ReplaceAll(keep, "-", "_") {
+		if rows.Scan(&n) == nil && n != templateDB(root, keep) {
 			old = append(old, n)
 		}
 	}
