@@ -227,8 +227,14 @@ func (sc *scanCtx) readFirstVisits(ctx context.Context) error {
 			}
 		}
 	}
-	slices.Sort(ids)
+	return sc.loadFirstVisits(ctx, ids)
+}
+
+// loadFirstVisits reads the earliest raw visit of the sites ids into the
+// cache (see state.firstVisit), one query for all of them.
+func (sc *scanCtx) loadFirstVisits(ctx context.Context, ids []int) error {
 	if len(ids) > 0 {
+		slices.Sort(ids)
 		fv, err := sc.d.db.FirstVisits(ctx, ids)
 		if err != nil {
 			return err

@@ -272,18 +272,9 @@ func (sc *scanCtx) checkPeriods(ctx context.Context) error {
 		})
 	}
 	if len(need) > 0 {
-		slices.Sort(need)
-		fv, err := sc.d.db.FirstVisits(ctx, need)
-		if err != nil {
+		if err := sc.loadFirstVisits(ctx, need); err != nil {
 			return err
 		}
-		for _, id := range need {
-			sc.st.firstRead[id] = true
-			if t, ok := fv[id]; ok {
-				sc.st.firstVisit[id] = t
-			}
-		}
-		sc.firstVisit = sc.st.firstVisit
 	}
 	var cands []*periodCand
 	for id, ss := range sc.st.sites {
