@@ -340,17 +340,7 @@ func (r *Repairer) run(ctx context.Context, rep *Report, kind map[matomo.SiteDat
 				rep.Invalidations++
 				continue
 			}
-			why := "core:invalidate-report-data queued nothing for this day"
-			switch {
-			case slices.Contains(res.LogDeletionSkipped, d.String()):
-				why += ": Matomo refused it as older than its log-deletion limit"
-				if m := lastLogDayRE.FindStringSubmatch(res.LogDeletionWarning); m != nil {
-					why += " (Matomo: the last day with logs is " + m[1] + ")"
-				}
-			case res.Outcome != archiver.OutcomeSuccess:
-				why += fmt.Sprintf(" (exit code %d: %s)", res.ExitCode, firstNonEmpty(res.FirstError, errString(res.Err)))
-			}
-			failed[matomo.SiteDate{IDSite: rg.IDSite, Date: d}] = why
+			failed[matomo.SiteDate{IDSite: rg.IDSite, Date: d}] = notQueued("day", d, res)
 		}
 		if len(have) > 0 && !slices.Contains(archiveSites, rg.IDSite) {
 			archiveSites = append(archiveSites, rg.IDSite)
@@ -552,6 +542,22 @@ func ShellQuote(argv []string) string {
 		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
 	}
 	return strings.Join(out, " ")
+}
+
+// notQueued says why core:invalidate-report-data queued nothing for day d
+// (what: "day", "segment day"), in Matomo's words where it gave any.
+func notQueued(what string, d matomo.Date, res archiver.Result) string {
+	why := "core:invalidate-report-data queued nothing for this " + what
+	switch {
+	case slices.Contains(res.LogDeletionSkipped, d.String()):
+		why += ": Matomo refused it as older than its log-deletion limit"
+		if m := lastLogDayRE.FindStringSubmatch(res.LogDeletionWarning); m != nil {
+			why += " (Matomo: the last day with logs is " + m[1] + ")"
+		}
+	case res.Outcome != archiver.OutcomeSuccess:
+		why += fmt.Sprintf(" (exit code %d: %s)", res.ExitCode, firstNonEmpty(res.FirstError, errString(res.Err)))
+	}
+	return why
 }
 
 // rebuilt returns the days of ranges whose newest plain day archive is OK,

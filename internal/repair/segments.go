@@ -168,14 +168,7 @@ func (r *Repairer) RepairSegments(ctx context.Context, gaps []gapdetect.Gap) (*R
 				rep.Invalidations++
 				continue
 			}
-			why := "core:invalidate-report-data queued nothing for this segment day"
-			switch {
-			case slices.Contains(res.LogDeletionSkipped, d.String()):
-				why += ": Matomo refused it as older than its log-deletion limit"
-			case res.Outcome != archiver.OutcomeSuccess:
-				why += fmt.Sprintf(" (exit code %d: %s)", res.ExitCode, firstNonEmpty(res.FirstError, errString(res.Err)))
-			}
-			failed[segKey(rg.IDSite, rg.seg.Hash, d)] = why
+			failed[segKey(rg.IDSite, rg.seg.Hash, d)] = notQueued("segment day", d, res)
 		}
 		if len(have) > 0 && !slices.Contains(archiveSites, rg.IDSite) {
 			archiveSites = append(archiveSites, rg.IDSite)
