@@ -489,15 +489,9 @@ func (b *bench) rescans(ctx context.Context, ds *dataset, rng *rand.Rand, ref *g
 		if err != nil {
 			return steady, inval, run, req, fmt.Errorf("invalidating 1 %% of the days: %w", err)
 		}
-		r0 := poolReads(ctx, ds.env.DB)
-		s, err := rescan(ctx, det)
-		if err != nil {
+		var s sample
+		if err := addPoolReads(ctx, ds.env.DB, &reads, func() (err error) { s, err = rescan(ctx, det); return err }); err != nil {
 			return steady, inval, run, req, err
-		}
-		if r1 := poolReads(ctx, ds.env.DB); r0 >= 0 && r1 >= 0 && reads >= 0 {
-			reads += r1 - r0
-		} else {
-			reads = -1
 		}
 		if err := check(s, "rescan after 1 % invalidated"); err != nil {
 			return steady, inval, run, req, err
@@ -531,15 +525,9 @@ func (b *bench) rescans(ctx context.Context, ds *dataset, rng *rand.Rand, ref *g
 		if err := ds.restore(ctx, picks, mark); err != nil {
 			return steady, inval, run, req, fmt.Errorf("re-archiving yesterday: %w", err)
 		}
-		r0 := poolReads(ctx, ds.env.DB)
-		s, err := rescan(ctx, det)
-		if err != nil {
+		var s sample
+		if err := addPoolReads(ctx, ds.env.DB, &reads, func() (err error) { s, err = rescan(ctx, det); return err }); err != nil {
 			return steady, inval, run, req, err
-		}
-		if r1 := poolReads(ctx, ds.env.DB); r0 >= 0 && r1 >= 0 && reads >= 0 {
-			reads += r1 - r0
-		} else {
-			reads = -1
 		}
 		if err := check(s, "rescan after an archive run"); err != nil {
 			return steady, inval, run, req, err

@@ -185,6 +185,19 @@ func poolReads(ctx context.Context, db *sql.DB) int64 {
 	return n
 }
 
+// addPoolReads runs f and adds the InnoDB pages it read from disk to *acc
+// (-1 once any count is unknown).
+func addPoolReads(ctx context.Context, db *sql.DB, acc *int64, f func() error) error {
+	r0 := poolReads(ctx, db)
+	err := f()
+	if r1 := poolReads(ctx, db); r0 < 0 || r1 < 0 || *acc < 0 {
+		*acc = -1
+	} else {
+		*acc += r1 - r0
+	}
+	return err
+}
+
 func perRun(before, after int64, runs int) int64 {
 	if before < 0 || after < 0 || runs == 0 {
 		return -1

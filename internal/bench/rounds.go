@@ -92,17 +92,7 @@ func (b *bench) rounds(ctx context.Context, ds *dataset, nv *naive, fl *matomo.D
 		h = &sizeFigures{visits: ds.half1}
 		sizes = []*sizeFigures{h, n}
 	}
-	// reads runs f and adds the InnoDB pages it read from disk to *acc.
-	reads := func(acc *int64, f func() error) error {
-		r0 := poolReads(ctx, ds.env.DB)
-		err := f()
-		if r1 := poolReads(ctx, ds.env.DB); r0 < 0 || r1 < 0 || *acc < 0 {
-			*acc = -1
-		} else {
-			*acc += r1 - r0
-		}
-		return err
-	}
+	reads := func(acc *int64, f func() error) error { return addPoolReads(ctx, ds.env.DB, acc, f) }
 	for round := -1; round < max(matRuns, naiveRuns); round++ {
 		for _, sz := range sizes {
 			what := "N"
