@@ -545,7 +545,12 @@ func tableChanged(prev, now matomo.TableSig) bool {
 type newestPair struct{ newest, ok matomo.DoneFlag }
 
 func merge(m map[matomo.SiteDate]*newestPair, f matomo.DoneFlag) {
-	k := matomo.SiteDate{IDSite: f.IDSite, Date: f.Date}
+	mergeInto(m, matomo.SiteDate{IDSite: f.IDSite, Date: f.Date}, f)
+}
+
+// mergeInto keeps, under key k, the newest and the newest OK of the flags
+// it is given (for plain days by site-day, for segments by hash too).
+func mergeInto[K comparable](m map[K]*newestPair, k K, f matomo.DoneFlag) {
 	p := m[k]
 	if p == nil {
 		p = &newestPair{}

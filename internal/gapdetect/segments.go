@@ -119,18 +119,7 @@ func (sc *scanCtx) checkSegments(ctx context.Context) error {
 		if ss == nil || f.Date < ss.since || f.Date > ss.until {
 			return
 		}
-		k := segKey{h, matomo.SiteDate{IDSite: f.IDSite, Date: f.Date}}
-		p := newest[k]
-		if p == nil {
-			p = &newestPair{}
-			newest[k] = p
-		}
-		if p.newest.IDArchive == 0 || f.Newer(p.newest) {
-			p.newest = f
-		}
-		if f.IsOK() && (p.ok.IDArchive == 0 || f.Newer(p.ok)) {
-			p.ok = f
-		}
+		mergeInto(newest, segKey{h, matomo.SiteDate{IDSite: f.IDSite, Date: f.Date}}, f)
 	}
 	// A table is read again only when its signature moved this scan (the
 	// same signal as for days), the segments changed, or it was never
