@@ -89,18 +89,7 @@ func (sc *scanCtx) setPeriodFlags(table string, flags []matomo.DoneFlag) {
 		if ss.periods == nil {
 			ss.periods = map[matomo.PeriodKey]*newestPair{}
 		}
-		k := matomo.PeriodKey{Period: f.Period, Date: f.Date}
-		p := ss.periods[k]
-		if p == nil {
-			p = &newestPair{}
-			ss.periods[k] = p
-		}
-		if p.newest.IDArchive == 0 || f.Newer(p.newest) {
-			p.newest = f
-		}
-		if f.IsOK() && (p.ok.IDArchive == 0 || f.Newer(p.ok)) {
-			p.ok = f
-		}
+		mergeInto(ss.periods, matomo.PeriodKey{Period: f.Period, Date: f.Date}, f)
 	}
 }
 
