@@ -42,6 +42,9 @@ type DBOptions struct {
 	ConnectTimeout time.Duration // default 5s
 	QueryTimeout   time.Duration // default 30s, applied to every query
 	MaxOpenConns   int           // default 4
+	// Trace, when set, sees the text of every statement sent (tests use
+	// it to EXPLAIN what a scan really runs).
+	Trace func(query string, args ...any)
 }
 
 // DB is matomod's read access to Matomo's database. Every SQL string
@@ -51,6 +54,7 @@ type DB struct {
 	prefix  string
 	dbName  string
 	timeout time.Duration
+	trace   func(string, ...any)
 
 	mu          sync.Mutex
 	roundTrips  int64
@@ -168,7 +172,7 @@ func Open(s DBSettings, o DBOptions) (*DB, error) {
 	db.SetMaxIdleConns(o.MaxOpenConns)
 	db.SetConnMaxLifetime(10 * time.Minute)
 	db.SetConnMaxIdleTime(2 * time.Minute)
-	return &DB{db: db, prefix: s.TablesPrefix, dbName: s.DBName, timeout: o.QueryTimeout}, nil
+	return &DB{db: db, prefix: s.TablesPrefix, dbName: s.DBName, timeout: o.QueryTimeout, trace: o.Trace}, nil
 }
 
 // Close releases the pool.
@@ -190,10 +194,13 @@ func (d *DB) RoundTrips() int64 {
 	return d.roundTrips
 }
 
-func (d *DB) count() {
+func (d *DB) count(q string, args ...any) {
 	d.mu.Lock()
 	d.roundTrips++
 	d.mu.Unlock()
+	if d.trace != nil {
+		d.trace(q, args...)
+	}
 }
 
 func (d *DB) ctx(parent context.Context) (context.Context, context.CancelFunc) {
@@ -205,7 +212,7 @@ func (d *DB) T(name string) string { return "`" + d.prefix + name + "`" }
 
 func (d *DB) query(ctx context.Context, q string, args ...any) (*sql.Rows, context.CancelFunc, error) {
 	ctx, cancel := d.ctx(ctx)
-	d.count()
+	d.count(q, args...)
 	rows, err := d.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		cancel()
@@ -214,11 +221,17 @@ func (d *DB) query(ctx context.Context, q string, args ...any) (*sql.Rows, conte
 	return rows, cancel, nil
 }
 
+// queryRow is QueryRowContext, counted and traced like query.
+func (d *DB) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	d.count(q, args...)
+	return d.db.QueryRowContext(ctx, q, args...)
+}
+
 // Ping checks the DB answers.
 func (d *DB) Ping(ctx context.Context) error {
 	ctx, cancel := d.ctx(ctx)
 	defer cancel()
-	d.count()
+	d.count("ping")
 	if err := d.db.PingContext(ctx); err != nil {
 		return fmt.Errorf("database %s unreachable: %w", d.dbName, err)
 	}
@@ -676,8 +689,7 @@ func (d *DB) ReadOptions(ctx context.Context) (Options, error) {
 	}
 	ctx2, cancel2 := d.ctx(ctx)
 	defer cancel2()
-	d.count()
-	err = d.db.QueryRowContext(ctx2, "SELECT COUNT(*) FROM "+d.T("option")+" WHERE option_name LIKE '%report\\_to\\_invalidate\\_%'").Scan(&o.ReportsToInvalidate)
+	err = d.queryRow(ctx2, "SELECT COUNT(*) FROM "+d.T("option")+" WHERE option_name LIKE '%report\\_to\\_invalidate\\_%'").Scan(&o.ReportsToInvalidate)
 	if err != nil {
 		return o, fmt.Errorf("reading %soption: %w", d.prefix, err)
 	}
@@ -949,9 +961,8 @@ func TableFor(d Date) string {
 func (d *DB) Now(ctx context.Context) (time.Time, error) {
 	ctx, cancel := d.ctx(ctx)
 	defer cancel()
-	d.count()
 	var t time.Time
-	if err := d.db.QueryRowContext(ctx, "SELECT UTC_TIMESTAMP()").Scan(&t); err != nil {
+	if err := d.queryRow(ctx, "SELECT UTC_TIMESTAMP()").Scan(&t); err != nil {
 		return time.Time{}, fmt.Errorf("database %s: %w", d.dbName, err)
 	}
 	return t.UTC(), nil
@@ -1104,10 +1115,9 @@ type VisitBounds struct {
 func (d *DB) ReadVisitBounds(ctx context.Context) (VisitBounds, error) {
 	ctx, cancel := d.ctx(ctx)
 	defer cancel()
-	d.count()
 	var b VisitBounds
 	var c sql.NullTime
-	err := d.db.QueryRowContext(ctx, "SELECT (SELECT COALESCE(MIN(idvisit), 0) FROM "+d.T("log_visit")+"), (SELECT COALESCE(MAX(idvisit), 0) FROM "+d.T("log_visit")+
+	err := d.queryRow(ctx, "SELECT (SELECT COALESCE(MIN(idvisit), 0) FROM "+d.T("log_visit")+"), (SELECT COALESCE(MAX(idvisit), 0) FROM "+d.T("log_visit")+
 		"), (SELECT create_time FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?)", d.prefix+"log_visit").Scan(&b.Min, &b.Max, &c)
 	if err != nil {
 		return b, fmt.Errorf("reading %slog_visit bounds: %w", d.prefix, err)
@@ -1201,11 +1211,10 @@ func (d *DB) ReportsToInvalidate(ctx context.Context) ([]ReportToInvalidate, err
 func (d *DB) Identity(ctx context.Context) (string, error) {
 	ctx, cancel := d.ctx(ctx)
 	defer cancel()
-	d.count()
 	var host, schema string
 	var port int
 	var c sql.NullTime
-	err := d.db.QueryRowContext(ctx, "SELECT @@hostname, @@port, DATABASE(), (SELECT create_time FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?)",
+	err := d.queryRow(ctx, "SELECT @@hostname, @@port, DATABASE(), (SELECT create_time FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?)",
 		d.prefix+"log_visit").Scan(&host, &port, &schema, &c)
 	if err != nil {
 		return "", fmt.Errorf("database %s: %w", d.dbName, err)

@@ -66,7 +66,7 @@ func (d *DB) WaitLock(ctx context.Context, name string, wait time.Duration) (*Lo
 	if err != nil {
 		return nil, fmt.Errorf("database %s unreachable: %w", d.dbName, err)
 	}
-	d.count()
+	d.count("lock")
 	secs := math.Ceil(wait.Seconds())
 	var got sql.NullInt64
 	if err := conn.QueryRowContext(cctx, "SELECT GET_LOCK(?, ?)", name, secs).Scan(&got); err != nil {
@@ -85,13 +85,13 @@ func (d *DB) WaitLock(ctx context.Context, name string, wait time.Duration) (*Lo
 func (d *DB) LockHolder(ctx context.Context, name string) string {
 	ctx, cancel := d.ctx(ctx)
 	defer cancel()
-	d.count()
+	d.count("lock")
 	var id sql.NullInt64
 	if err := d.db.QueryRowContext(ctx, "SELECT IS_USED_LOCK(?)", name).Scan(&id); err != nil || !id.Valid {
 		return "released a moment ago"
 	}
 	var user, host sql.NullString
-	d.count()
+	d.count("lock")
 	err := d.db.QueryRowContext(ctx, "SELECT USER, HOST FROM information_schema.PROCESSLIST WHERE ID = ?", id.Int64).Scan(&user, &host)
 	if err != nil {
 		return fmt.Sprintf("connection %d", id.Int64)
