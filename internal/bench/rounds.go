@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/matomod/matomod/internal/gapdetect"
 	"github.com/matomod/matomod/internal/matomo"
 )
 
@@ -116,8 +117,8 @@ func (b *bench) rounds(ctx context.Context, ds *dataset, nv *naive, fl *matomo.D
 				if err := reads(&sz.floorDisk, func() (err error) { d, rows, err = floorScan(ctx, fl, tables); return err }); err != nil {
 					return nil, nil, err
 				}
-				b.progress("%s %s: full scan %v (%d round trips), table-scan floor %v, load %.2f", what, label,
-					s.dur.Round(time.Millisecond), s.trips, d.Round(time.Millisecond), s.load)
+				b.progress("%s %s: full scan %v (%d round trips; %s), table-scan floor %v, load %.2f", what, label,
+					s.dur.Round(time.Millisecond), s.trips, stages(s.res), d.Round(time.Millisecond), s.load)
 				if round >= 0 {
 					sz.mat = append(sz.mat, s)
 					sz.floor = append(sz.floor, sample{dur: d, trips: int64(len(tables)), load: loadAvg()})
@@ -162,4 +163,19 @@ func ratios(a, b []sample) string {
 		p = append(p, fmt.Sprintf("×%.2f", float64(a[i].dur)/float64(b[i].dur)))
 	}
 	return strings.Join(p, ", ")
+}
+
+// stages renders a scan's stage times for the progress log.
+func stages(res *gapdetect.Result) string {
+	if res == nil {
+		return ""
+	}
+	var b strings.Builder
+	for i, st := range res.Stats.Stages {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s %v", st.Name, st.Duration.Round(time.Millisecond))
+	}
+	return b.String()
 }

@@ -319,40 +319,36 @@ func (sc *scanCtx) run(ctx context.Context) error {
 		}
 	}
 	ids := sc.siteIDs()
-	if err := sc.readQueue(ctx, ids); err != nil {
-		return err
-	}
 	sc.touched = map[matomo.SiteDate]bool{}
-	if err := sc.readArchives(ctx, ids); err != nil {
-		return err
-	}
-	if err := sc.readTouched(ctx); err != nil {
-		return err
-	}
 	// Days never seen (new in the window, or in tables that do not exist)
-	// are read individually.
-	if err := sc.readTargeted(ctx); err != nil {
-		return err
+	// are read individually (targeted).
+	stages := []struct {
+		name string
+		f    func(context.Context) error
+	}{
+		{"queue", func(ctx context.Context) error { return sc.readQueue(ctx, ids) }},
+		{"archives", func(ctx context.Context) error { return sc.readArchives(ctx, ids) }},
+		{"touched", sc.readTouched},
+		{"targeted", sc.readTargeted},
+		{"probe", sc.probe},
+		{"verify", func(ctx context.Context) error {
+			sc.settleOpen()
+			if err := sc.verify(ctx); err != nil {
+				return err
+			}
+			sc.unverifiable()
+			return sc.archivedVisits(ctx)
+		}},
+		{"first_visits", sc.readFirstVisits},
+		{"periods", sc.checkPeriods},
+		{"segments", sc.checkSegments},
 	}
-	if err := sc.probe(ctx); err != nil {
-		return err
-	}
-	sc.settleOpen()
-	if err := sc.verify(ctx); err != nil {
-		return err
-	}
-	sc.unverifiable()
-	if err := sc.archivedVisits(ctx); err != nil {
-		return err
-	}
-	if err := sc.readFirstVisits(ctx); err != nil {
-		return err
-	}
-	if err := sc.checkPeriods(ctx); err != nil {
-		return err
-	}
-	if err := sc.checkSegments(ctx); err != nil {
-		return err
+	for _, s := range stages {
+		t := time.Now()
+		if err := s.f(ctx); err != nil {
+			return err
+		}
+		sc.stats.Stages = append(sc.stats.Stages, Stage{Name: s.name, Duration: time.Since(t)})
 	}
 	sc.st.visits = sc.vb
 	return nil

@@ -91,6 +91,15 @@ type Stats struct {
 	// rescan: they are kept per table between scans).
 	SegmentRows int
 	TablesRead  int // monthly archive tables read in full
+	// Stages is the wall time of each step of the scan, in order (the
+	// benchmark prints them; the daemon logs them at debug level).
+	Stages []Stage
+}
+
+// Stage is one step of a scan and its wall time.
+type Stage struct {
+	Name     string
+	Duration time.Duration
 }
 
 // SortGaps orders gaps by idsite, then days before weeks, months and
