@@ -92,7 +92,7 @@ type Stats struct {
 	SegmentRows int
 	TablesRead  int // monthly archive tables read in full
 	// Stages is the wall time of each step of the scan, in order (the
-	// benchmark prints them; the daemon logs them at debug level).
+	// benchmark prints them).
 	Stages []Stage
 }
 
