@@ -3,6 +3,8 @@ package matomo_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -175,9 +177,50 @@ func TestQueryPlans(t *testing.T) {
 	if typ, key := explain(t, e.DB, db.NewVisitSlotsSQL(), 10, 20); typ != "range" || key != "PRIMARY" {
 		t.Errorf("new-visits plan: type=%s key=%s, want range on PRIMARY", typ, key)
 	}
-	keys := []matomo.SiteDate{{IDSite: 1, Date: d}, {IDSite: 2, Date: d.AddDays(1)}}
-	if typ, key := explain(t, e.DB, db.DoneFlagsForSQL("archive_numeric_2026_11", keys)); typ != "range" || key != "index_idsite_dates_period" {
+	keys := []matomo.SiteDate{{IDSite: 1, Date: d}, {IDSite: 2, Date: d.AddDays(1)}, {IDSite: 2, Date: d.AddDays(2)}}
+	if typ, key := explain(t, e.DB, db.DoneFlagsForSQL("archive_numeric_2026_11", matomo.Spans(keys))); typ != "range" || key != "index_idsite_dates_period" {
 		t.Errorf("targeted plan: type=%s key=%s, want range on index_idsite_dates_period", typ, key)
+	}
+	if typ, key := explain(t, e.DB, db.DayVisitsSQL("archive_numeric_2026_11", matomo.Spans(keys))); typ != "range" || key != "index_idsite_dates_period" {
+		t.Errorf("day visits by runs: type=%s key=%s, want range on index_idsite_dates_period", typ, key)
+	}
+}
+
+// Site-days fold into runs of consecutive days per site; the runs read
+// exactly the rows of those days, with nb_visits by archive.
+func TestSpansAndDayVisits(t *testing.T) {
+	d, _ := matomo.ParseDate("2026-11-10")
+	got := matomo.Spans([]matomo.SiteDate{{2, d.AddDays(1)}, {1, d}, {2, d}, {1, d.AddDays(2)}, {2, d.AddDays(1)}, {1, d.AddDays(1)}, {1, d.AddDays(4)}})
+	want := []matomo.DateSpan{{1, d, d.AddDays(2)}, {1, d.AddDays(4), d.AddDays(4)}, {2, d, d.AddDays(1)}}
+	if !slices.Equal(got, want) {
+		t.Errorf("Spans: %v, want %v", got, want)
+	}
+	e := matomotest.New(t)
+	e.AddSite(1, "UTC", "2026-01-01")
+	for i := range 6 {
+		e.AddDayArchive(1, d.AddDays(i).String(), 1, ts("2026-11-20 01:00:00"), int64(10+i))
+	}
+	e.AddArchive(matomotest.ArchiveRow{IDSite: 1, Period: matomo.PeriodDay, Date1: d.AddDays(1).String(), Done: 4, TSArchived: ts("2026-11-21 01:00:00"), NbVisits: -1})
+	db := open(t, e)
+	read := func(spans []matomo.DateSpan) map[string]string {
+		out := map[string]string{}
+		err := db.DayVisits(context.Background(), "archive_numeric_2026_11", spans, func(f matomo.DoneFlag, nb int64, ok bool) {
+			out[fmt.Sprintf("%s/%d", f.Date, f.Value)] = fmt.Sprint(nb, ok)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if got := read(matomo.Spans([]matomo.SiteDate{{1, d}, {1, d.AddDays(1)}, {1, d.AddDays(4)}})); len(got) != 4 ||
+		got["2026-11-10/1"] != "10 true" || got["2026-11-11/1"] != "11 true" || got["2026-11-11/4"] != "0 false" || got["2026-11-14/1"] != "14 true" {
+		t.Errorf("by runs: %v", got)
+	}
+	if got := read(nil); len(got) != 7 || got["2026-11-15/1"] != "15 true" {
+		t.Errorf("whole table: %v", got)
+	}
+	if err := db.DayVisits(context.Background(), "archive_numeric_2020_01", nil, func(matomo.DoneFlag, int64, bool) {}); err != nil {
+		t.Errorf("missing table: %v", err)
 	}
 }
 
