@@ -3,6 +3,7 @@
 package gapdetect
 
 import (
+	"slices"
 	"sort"
 	"time"
 
@@ -106,14 +107,14 @@ type Stage struct {
 // years, then date (the CLI contract: a site's day gaps come first, as
 // before periods were checked).
 func SortGaps(g []Gap) {
-	sort.SliceStable(g, func(i, j int) bool {
-		if g[i].IDSite != g[j].IDSite {
-			return g[i].IDSite < g[j].IDSite
+	slices.SortStableFunc(g, func(a, b Gap) int {
+		if a.IDSite != b.IDSite {
+			return a.IDSite - b.IDSite
 		}
-		if pi, pj := PeriodNumber(g[i].Period), PeriodNumber(g[j].Period); pi != pj {
-			return pi < pj
+		if pa, pb := PeriodNumber(a.Period), PeriodNumber(b.Period); pa != pb {
+			return pa - pb
 		}
-		return g[i].Date < g[j].Date
+		return int(a.Date - b.Date)
 	})
 }
 

@@ -382,8 +382,7 @@ func (f DoneFlag) Good(loc *time.Location) bool {
 	if f.IDArchive == 0 || loc == nil || (f.Value != DoneOK && f.Value != DoneOKTemporary) {
 		return false
 	}
-	_, end := DayBounds(loc, f.Last())
-	return !f.TSArchived.Before(end)
+	return !f.TSArchived.Before(DayEnd(loc, f.Last()))
 }
 
 // IsOK reports whether f's done value says the archive finished (1, or 3).

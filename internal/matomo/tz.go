@@ -51,9 +51,14 @@ func LoadLocation(name string) (*time.Location, error) {
 func DayBounds(loc *time.Location, d Date) (start, end time.Time) {
 	y, m, dd := d.Time().Date()
 	start = localMidnight(loc, y, m, dd)
-	y2, m2, d2 := d.AddDays(1).Time().Date()
-	end = localMidnight(loc, y2, m2, d2)
-	return start.UTC(), end.UTC()
+	return start.UTC(), DayEnd(loc, d)
+}
+
+// DayEnd is the end of DayBounds alone: the first instant after the
+// site-local day d (a scan asks it for every period of every site).
+func DayEnd(loc *time.Location, d Date) time.Time {
+	y, m, dd := d.AddDays(1).Time().Date()
+	return localMidnight(loc, y, m, dd).UTC()
 }
 
 // localMidnight is the first instant of the local day. Where a DST jump
