@@ -192,6 +192,12 @@ func (d *Daemon) count(gaps []gapdetect.Gap, days []repair.DayOutcome) {
 		a, ok := d.tried[k]
 		f := byDay[k]
 		if ok && a.result == o.Result && a.facts == f {
+			if o.Result == repair.FailedResult {
+				// Retried after the backoff and failed the same way: not
+				// counted again, but held back for another backoff (or it
+				// would be retried every scan from now on).
+				d.tried[k] = attempt{result: o.Result, facts: f, at: now}
+			}
 			continue
 		}
 		d.tried[k] = attempt{result: o.Result, facts: f, at: now}
