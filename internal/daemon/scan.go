@@ -95,7 +95,7 @@ func (d *Daemon) scanAndRepair(t *term) {
 	d.logNewGaps(res)
 	d.logSkippedSites(res)
 	d.Log.Info("gap scan finished", "event", "gap_scan_finished", "gaps", len(res.Gaps), "repairable", len(res.Repairable()),
-		"collection_gaps", len(res.CollectionGaps), "sites", res.SitesScanned, "full", res.Stats.Full,
+		"collection_gaps", len(res.CollectionGaps), "segment_gaps", len(res.SegmentGaps), "sites", res.SitesScanned, "full", res.Stats.Full,
 		"duration", res.Stats.Duration.Round(time.Millisecond), "round_trips", res.Stats.RoundTrips)
 	s := env.Settings
 	if !s.AutoRepair || s.MaxRepairDays == 0 || *d.paused.Load() != "" || t.stop.Err() != nil {

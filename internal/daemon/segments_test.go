@@ -57,6 +57,9 @@ func TestDaemonRepairsSegmentGap(t *testing.T) {
 		if v := h.metric("matomo_archive_segment_gaps_all_sites", "kind", "missing", "repairable", "true"); v != 0 {
 			t.Errorf("matomo_archive_segment_gaps_all_sites %v after the repair, want 0", v)
 		}
+		if ev := h.logs.events("gap_scan_finished"); len(ev) == 0 || ev[0]["segment_gaps"] != 1.0 {
+			t.Errorf("gap_scan_finished: %v, want segment_gaps=1 first", ev)
+		}
 		ev := h.logs.events("gap_found")
 		if len(ev) != 1 || ev[0]["segment"] != seg || ev[0]["period"] != "day" {
 			t.Errorf("gap_found: %v, want the segment gap once, with its segment", ev)
