@@ -322,6 +322,13 @@ func (d *Daemon) Run(ctx context.Context, env *Env, reload <-chan struct{}, fata
 				d.Log.Warn("cannot read the pause state: keeping the last one", "event", "pause_check_failed", "err", res.pauseErr)
 			}
 			lastPauseErr = errString(res.pauseErr)
+			// Ready before leading: whoever sees leader_acquired of a
+			// healthy start sees /readyz ready too.
+			checkErr := errors.Join(res.dbErr, res.consoleErr)
+			if !d.ready.Load() && checkErr == nil {
+				d.ready.Store(true)
+				d.Log.Info("ready", "event", "ready")
+			}
 			if res.lock != nil {
 				if shutting || leader != nil {
 					res.lock.Release()
@@ -329,18 +336,12 @@ func (d *Daemon) Run(ctx context.Context, env *Env, reload <-chan struct{}, fata
 					leader = d.lead(res.lock)
 				}
 			}
-			if !d.ready.Load() {
-				err := errors.Join(res.dbErr, res.consoleErr)
-				if err == nil {
-					d.ready.Store(true)
-					d.Log.Info("ready", "event", "ready")
-				} else {
-					d.Notify.Status("waiting for the database and console: " + err.Error())
-					d.Log.Error("not ready, retrying", "event", "not_ready", "err", err, "retry_in", backoff)
-					nextCheck = d.now().Add(backoff)
-					backoff = min(2*backoff, time.Minute)
-					continue
-				}
+			if !d.ready.Load() { // so checkErr != nil
+				d.Notify.Status("waiting for the database and console: " + checkErr.Error())
+				d.Log.Error("not ready, retrying", "event", "not_ready", "err", checkErr, "retry_in", backoff)
+				nextCheck = d.now().Add(backoff)
+				backoff = min(2*backoff, time.Minute)
+				continue
 			}
 			if !shutting && worker == nil && d.env.Load().Settings.Role == RoleWorker && !anyRole(stopping, RoleWorker) {
 				worker = d.work()

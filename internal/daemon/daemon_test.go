@@ -391,6 +391,32 @@ func TestRepairOutcomesCountedOncePerDay(t *testing.T) {
 	})
 }
 
+// A plain day refused again after the backoff, with the same facts, is
+// held back for another backoff, not retried every scan from then on.
+func TestRefusedDayHeldBackAgainAfterBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := settings(t)
+		s.ScanInterval = time.Minute
+		s.Schedule.Schedule = "@daily"
+		h := newHarness(t, s)
+		h.d.RepairBackoff = time.Hour
+		day := matomo.Date(20400)
+		h.det.gaps = []gapdetect.Gap{{IDSite: 2, Period: gapdetect.PeriodDay, Date: day, Date2: day, Kind: gapdetect.Missing, RawVisits: 5, Repairable: true}}
+		h.start()
+		time.Sleep(90 * time.Minute)
+		h.rep.mu.Lock()
+		n := h.rep.tried[matomo.SiteDate{IDSite: 2, Date: day}]
+		h.rep.mu.Unlock()
+		if n != 2 {
+			t.Errorf("refused day tried %d times in 90 min with a 1 h backoff, want 2", n)
+		}
+		if v := h.metric("matomod_repairs_total", "result", "failed"); v != 1 {
+			t.Errorf("failed counted %v, want 1", v)
+		}
+		h.stop()
+	})
+}
+
 // Issue 11: a site whose time zone cannot be read was skipped in silence.
 // The daemon warns once per site (and again if the reason changes).
 func TestSkippedSiteWarnedOnce(t *testing.T) {

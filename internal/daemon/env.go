@@ -91,9 +91,12 @@ type Detector interface {
 	SetLastArchiveRun(t time.Time)
 }
 
-// Repairer repairs gaps (a repair.Repairer).
+// Repairer repairs gaps (a repair.Repairer): Repair the plain day and
+// period gaps (Result.Gaps), RepairSegments the stored segments' gaps
+// (Result.SegmentGaps).
 type Repairer interface {
 	Repair(ctx context.Context, gaps []gapdetect.Gap) (*repair.Report, error)
+	RepairSegments(ctx context.Context, gaps []gapdetect.Gap) (*repair.Report, error)
 }
 
 // Metrics is what the daemon reports (a *metrics.Metrics).

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -155,6 +156,7 @@ func (c *fakeConsole) Archive(ctx context.Context, runID string) archiver.Result
 type fakeDetector struct {
 	mu      sync.Mutex
 	gaps    []gapdetect.Gap
+	segGaps []gapdetect.Gap // Result.SegmentGaps
 	skipped []gapdetect.SiteError
 	scans   atomic.Int32
 }
@@ -163,16 +165,36 @@ func (d *fakeDetector) Scan(ctx context.Context) (*gapdetect.Result, error) {
 	d.scans.Add(1)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return &gapdetect.Result{Gaps: append([]gapdetect.Gap(nil), d.gaps...), SiteErrors: append([]gapdetect.SiteError(nil), d.skipped...), SitesScanned: 1}, nil
+	return &gapdetect.Result{Gaps: append([]gapdetect.Gap(nil), d.gaps...), SegmentGaps: append([]gapdetect.Gap(nil), d.segGaps...),
+		SiteErrors: append([]gapdetect.SiteError(nil), d.skipped...), SitesScanned: 1}, nil
+}
+
+func (d *fakeDetector) setSegGaps(g ...gapdetect.Gap) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.segGaps = g
 }
 
 func (d *fakeDetector) SetLastArchiveRun(time.Time) {}
 
-// fakeRepairer fails every repairable day, as Matomo refusing it would.
+// fakeRepairer fails every repairable day, as Matomo refusing it would;
+// with fixSegments it repairs segment days instead, and their gaps leave
+// det.
 type fakeRepairer struct {
-	mu    sync.Mutex
-	took  time.Duration
-	tried map[matomo.SiteDate]int
+	mu          sync.Mutex
+	took        time.Duration
+	tried       map[matomo.SiteDate]int
+	segTried    map[segDay]int
+	segCalls    [][]gapdetect.Gap // what each RepairSegments was given
+	fixSegments bool
+	det         *fakeDetector
+}
+
+// segDay is one stored segment's site-day.
+type segDay struct {
+	IDSite  int
+	Segment string
+	Date    matomo.Date
 }
 
 func (r *fakeRepairer) Repair(ctx context.Context, gaps []gapdetect.Gap) (*repair.Report, error) {
@@ -181,15 +203,70 @@ func (r *fakeRepairer) Repair(ctx context.Context, gaps []gapdetect.Gap) (*repai
 	defer r.mu.Unlock()
 	rep := &repair.Report{Counts: map[string]int{}}
 	for _, g := range gaps {
+		if g.IsSegment() {
+			return nil, fmt.Errorf("Repair given the segment gap %+v", g)
+		}
 		out := repair.DayOutcome{IDSite: g.IDSite, Date: g.Date, Kind: string(g.Kind), Result: repair.SkippedUnsafe, Reason: g.Reason}
 		if g.Repairable {
 			r.tried[matomo.SiteDate{IDSite: g.IDSite, Date: g.Date}]++
+			rep.Ranges = append(rep.Ranges, gapdetect.Range{IDSite: g.IDSite, From: g.Date, To: g.Date})
 			out.Result, out.Reason = repair.FailedResult, "core:invalidate-report-data queued nothing for this day: Matomo refused it as older than its log-deletion limit"
 		}
 		rep.Days = append(rep.Days, out)
 		rep.Counts[out.Result]++
 	}
 	return rep, nil
+}
+
+func (r *fakeRepairer) RepairSegments(ctx context.Context, gaps []gapdetect.Gap) (*repair.Report, error) {
+	time.Sleep(r.took)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.segCalls = append(r.segCalls, slices.Clone(gaps))
+	rep := &repair.Report{Counts: map[string]int{}}
+	var fixed []segDay
+	for _, g := range gaps {
+		if !g.IsSegment() {
+			return nil, fmt.Errorf("RepairSegments given the plain gap %+v", g)
+		}
+		out := repair.SegmentOutcome{Segment: g.Segment, DayOutcome: repair.DayOutcome{IDSite: g.IDSite, Period: g.Period, Date: g.Date, Date2: g.Date2,
+			Kind: string(g.Kind), Result: repair.SkippedUnsafe, Reason: g.Reason}}
+		if g.Repairable {
+			k := segDay{g.IDSite, g.Segment, g.Date}
+			r.segTried[k]++
+			out.Result, out.Reason = repair.FailedResult, "core:invalidate-report-data queued nothing for this segment day: Matomo refused it as older than its log-deletion limit"
+			if r.fixSegments {
+				out.Result, out.Reason = repair.Repaired, ""
+				rep.Invalidations++
+				fixed = append(fixed, k)
+			}
+		}
+		rep.Segments = append(rep.Segments, out)
+		rep.Counts[out.Result]++
+	}
+	if len(fixed) > 0 {
+		rep.Archive = &archiver.Result{Outcome: archiver.OutcomeSuccess}
+		r.det.mu.Lock()
+		r.det.segGaps = slices.DeleteFunc(r.det.segGaps, func(g gapdetect.Gap) bool {
+			return slices.Contains(fixed, segDay{g.IDSite, g.Segment, g.Date})
+		})
+		r.det.mu.Unlock()
+	}
+	return rep, nil
+}
+
+// segTries is how often the segment's site-day was repaired.
+func (r *fakeRepairer) segTries(idsite int, segment string, d matomo.Date) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.segTried[segDay{idsite, segment, d}]
+}
+
+// calls is what each RepairSegments was given.
+func (r *fakeRepairer) calls() [][]gapdetect.Gap {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.segCalls)
 }
 
 // fakeNotifier records sd_notify messages with their (fake) time.
@@ -302,8 +379,9 @@ func settings(t *testing.T) Settings {
 }
 
 func newHarness(t *testing.T, s Settings) *harness {
-	h := &harness{t: t, db: &fakeDB{}, con: &fakeConsole{took: time.Second}, det: &fakeDetector{},
-		rep: &fakeRepairer{tried: map[matomo.SiteDate]int{}}, n: &fakeNotifier{}, logs: &logBuf{},
+	det := &fakeDetector{}
+	h := &harness{t: t, db: &fakeDB{}, con: &fakeConsole{took: time.Second}, det: det,
+		rep: &fakeRepairer{tried: map[matomo.SiteDate]int{}, segTried: map[segDay]int{}, det: det}, n: &fakeNotifier{}, logs: &logBuf{},
 		reg: prometheus.NewRegistry(), reload: make(chan struct{}), fatal: make(chan error, 1), done: make(chan error, 1)}
 	h.env = h.newEnv(s)
 	met, err := metrics.New(h.reg, metrics.BuildInfo{})

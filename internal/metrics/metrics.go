@@ -34,7 +34,8 @@ const (
 	RunSkippedPaused  = "skipped_paused"
 )
 
-// Repair results (label result of matomod_repairs_total), counted in site-days.
+// Repair results (label result of matomod_repairs_total), counted per gap:
+// a site-day, a week, month or year, or a stored segment's gap.
 const (
 	RepairRepaired      = "repaired"
 	RepairFailed        = "failed"
@@ -126,7 +127,7 @@ func New(reg prometheus.Registerer, b BuildInfo) (*Metrics, error) {
 		scanSites:       gauge("matomod_gap_scan_sites", "Sites checked by the latest successful gap scan."),
 		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "matomod_repairs_total",
-			Help: "Gaps matomod handled (site-days, and the weeks, months and years repaired with them), by result (repaired, failed, skipped_unsafe).",
+			Help: "Gaps matomod handled (site-days, the weeks, months and years repaired with them, and stored segments' gaps), by result (repaired, failed, skipped_unsafe).",
 		}, []string{"result"}),
 		invalidations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "matomod_invalidations_total",

@@ -74,7 +74,7 @@ matomod_archive_runs_total{result="success",role="leader"} 0
 matomod_archive_runs_total{result="success",role="worker"} 0
 matomod_archive_runs_total{result="timeout",role="leader"} 0
 matomod_archive_runs_total{result="timeout",role="worker"} 0
-# HELP matomod_repairs_total Gaps matomod handled (site-days, and the weeks, months and years repaired with them), by result (repaired, failed, skipped_unsafe).
+# HELP matomod_repairs_total Gaps matomod handled (site-days, the weeks, months and years repaired with them, and stored segments' gaps), by result (repaired, failed, skipped_unsafe).
 # TYPE matomod_repairs_total counter
 matomod_repairs_total{result="failed"} 0
 matomod_repairs_total{result="repaired"} 0
@@ -356,7 +356,7 @@ matomod_config_last_reload_successful 0
 # HELP matomod_config_last_reload_success_timestamp_seconds Time of the latest successful configuration load (0: none yet).
 # TYPE matomod_config_last_reload_success_timestamp_seconds gauge
 matomod_config_last_reload_success_timestamp_seconds 1.8e+09
-# HELP matomod_repairs_total Gaps matomod handled (site-days, and the weeks, months and years repaired with them), by result (repaired, failed, skipped_unsafe).
+# HELP matomod_repairs_total Gaps matomod handled (site-days, the weeks, months and years repaired with them, and stored segments' gaps), by result (repaired, failed, skipped_unsafe).
 # TYPE matomod_repairs_total counter
 matomod_repairs_total{result="failed"} 0
 matomod_repairs_total{result="repaired"} 3

@@ -459,7 +459,7 @@ func TestRulesAndDashboardUseExportedMetrics(t *testing.T) {
 	}
 	// The per-site gap series must be what the idsite variable and the gap
 	// alerts read, so they have to be in the check above.
-	for _, name := range []string{"matomo_archive_gaps", "matomo_archive_gaps_all_sites", "matomod_archive_runs_total"} {
+	for _, name := range []string{"matomo_archive_gaps", "matomo_archive_gaps_all_sites", "matomo_archive_segment_gaps_all_sites", "matomod_archive_runs_total"} {
 		if !used[name] {
 			t.Errorf("%s is used by no rule or panel", name)
 		}
@@ -496,7 +496,7 @@ func TestAlertRulesAreDocumented(t *testing.T) {
 			t.Errorf("%s: no heading \"### Alert: %s\" in RUNBOOK.md or README.md", r.Alert, r.Alert)
 		}
 	}
-	for _, name := range []string{"MatomoArchiveGap", "MatomoArchiveGapNotRepairable", "MatomoArchiveNotSucceeding",
+	for _, name := range []string{"MatomoArchiveGap", "MatomoArchiveGapNotRepairable", "MatomoArchiveSegmentGap", "MatomoArchiveSegmentGapNotRepairable", "MatomoArchiveNotSucceeding",
 		"MatomoArchiveFailing", "MatomoArchiveRunTooLong", "MatomoInvalidationQueueStuck", "MatomoArchivingPaused",
 		"MatomoCollectionGap", "MatomodDown", "MatomodGapScanFailing"} {
 		if !seen[name] {
