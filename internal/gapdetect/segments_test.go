@@ -271,12 +271,15 @@ func TestSegmentPeriodGaps(t *testing.T) {
 		t.Errorf("after deleting the segment month: %q, full %v, %d segment rows read, gaps %v", got, r2.Stats.Full, r2.Stats.SegmentRows, segMap(r2))
 	}
 
-	// A segment start on Monday 10-19: the week 10-12..10-18 ended before
-	// it and is not due.
-	e.Exec("UPDATE {p}segment SET ts_created = '2026-10-19 09:00:00'")
-	r = scan(t, New(db, opt))
-	if _, ok := segMap(r)["1 pageTitle==p3 week 2026-10-12..2026-10-18"]; ok {
-		t.Errorf("a week that ended before the segment's start is reported: %v", segMap(r))
+	// A segment start on Thursday 10-15: the week 10-12..10-18 has
+	// traffic only before it (10-14) and is not due; on Monday 10-19 the
+	// week ended before it and is not due.
+	for _, created := range []string{"2026-10-15 09:00:00", "2026-10-19 09:00:00"} {
+		e.Exec("UPDATE {p}segment SET ts_created = ?", created)
+		r = scan(t, New(db, opt))
+		if _, ok := segMap(r)["1 pageTitle==p3 week 2026-10-12..2026-10-18"]; ok || len(r.SegmentGaps) != 4 {
+			t.Errorf("segment created %s: %v", created, segMap(r))
+		}
 	}
 
 	// Log deletion on: rebuilding the segment's October (and 2026, whose
@@ -292,5 +295,50 @@ func TestSegmentPeriodGaps(t *testing.T) {
 		if x.Period != PeriodDay && (x.Repairable || !strings.Contains(x.Reason, "may be purged")) {
 			t.Errorf("with log deletion: %+v", x)
 		}
+	}
+}
+
+// Repairing a segment day makes Matomo rebuild the segment's week and
+// month, and with them every segment day lacking an archive: a segment
+// day gap whose raw data may be purged (older than the log-deletion
+// limit) protects the segment's other gap days of its week and month, as
+// ProtectPeriods does for plain days; another segment's days are not
+// touched.
+func TestSegmentDaysProtectPeriods(t *testing.T) {
+	e := matomotest.New(t)
+	e.AddSite(1, "UTC", "2026-09-01")
+	a, b := "pageTitle==p3", "actions>=2"
+	addSegment(e, a, 0, 1, 0, "2026-10-01 09:00:00")
+	addSegment(e, b, 0, 1, 0, "2026-10-01 09:00:00")
+	for _, d := range []string{"2026-10-16", "2026-10-18", "2026-10-28"} {
+		e.AddVisits(1, ts(d+" 12:00:00"), 2)
+		e.AddDayArchive(1, d, matomo.DoneOK, ts(d+" 00:00:00").Add(25*time.Hour), 2)
+		if d != "2026-10-16" {
+			e.AddArchive(matomotest.ArchiveRow{IDSite: 1, Period: matomo.PeriodDay, Date1: d, Name: "done" + matomo.SegmentHash(b), Done: matomo.DoneOK, TSArchived: ts(d + " 00:00:00").Add(25 * time.Hour), NbVisits: 1})
+		}
+	}
+	e.AddVisits(1, ts("2026-09-20 12:00:00"), 1) // the first raw day is earlier
+	// Log deletion keeps 40 days: the limit is 2026-10-18.
+	d := New(openDB(t, e), Options{Since: day("2026-10-01"), Until: day("2026-11-26"), Now: func() time.Time { return testNow },
+		ProcessNewSegmentsFrom: SegmentsFromCreationTime, DeleteLogsEnable: true, DeleteLogsOlderThan: 40})
+	r := scan(t, d)
+	got := map[string]string{}
+	for _, g := range r.SegmentGaps {
+		if g.Period == PeriodDay {
+			got[g.Segment+" "+g.Date.String()] = fmt.Sprint(g.Repairable, " ", g.Reason)
+		}
+	}
+	for k, want := range map[string]string{
+		a + " 2026-10-16": "false older than the log-deletion limit",
+		a + " 2026-10-18": "false its week holds 2026-10-16",
+		a + " 2026-10-28": "false its month holds 2026-10-16",
+		b + " 2026-10-16": "false older than the log-deletion limit",
+	} {
+		if !strings.HasPrefix(got[k], want) {
+			t.Errorf("%s: %q, want %q…", k, got[k], want)
+		}
+	}
+	if len(got) != 4 {
+		t.Errorf("segment day gaps: %v", got)
 	}
 }
