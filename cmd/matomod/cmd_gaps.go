@@ -227,27 +227,36 @@ func groupGaps(gaps []gapdetect.Gap) []gapRange {
 	return out
 }
 
-// printSegmentGaps lists the stored segments' gap days (Result.SegmentGaps),
-// consecutive days of one site, segment, kind and verdict grouped.
+// printSegmentGaps lists the stored segments' gap days, weeks, months and
+// years (Result.SegmentGaps): consecutive days of one site, segment, kind
+// and verdict grouped; each period on its own line.
 func printSegmentGaps(w io.Writer, gaps []gapdetect.Gap) {
 	if len(gaps) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "Segment gaps (days with raw visits without a good archive of a stored auto-archived segment):")
+	fmt.Fprintln(w, "Segment gaps (days with raw visits, and weeks, months and years that ended, without a good archive of a stored auto-archived segment):")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SITE\tSEGMENT\tDAYS\tN\tKIND\tRAW VISITS\tREPAIR")
-	rep := 0
+	fmt.Fprintln(tw, "SITE\tSEGMENT\tPERIOD\tDAYS\tN\tKIND\tRAW VISITS\tREPAIR")
+	rep, periods := 0, 0
+	isDay := func(g gapdetect.Gap) bool { return g.Period == "" || g.Period == gapdetect.PeriodDay }
 	for i := 0; i < len(gaps); {
 		g := gaps[i]
 		j, raw := i+1, g.RawVisits
-		for j < len(gaps) && gaps[j].IDSite == g.IDSite && gaps[j].Segment == g.Segment && gaps[j].Date == gaps[j-1].Date.AddDays(1) &&
+		for isDay(g) && j < len(gaps) && isDay(gaps[j]) && gaps[j].IDSite == g.IDSite && gaps[j].Segment == g.Segment && gaps[j].Date == gaps[j-1].Date.AddDays(1) &&
 			gaps[j].Kind == g.Kind && gaps[j].Repairable == g.Repairable && gaps[j].Reason == g.Reason {
 			raw += gaps[j].RawVisits
 			j++
 		}
-		days := g.Date.String()
+		period, days := gapdetect.PeriodDay, g.Date.String()
 		if j-i > 1 {
 			days += ".." + gaps[j-1].Date.String()
+		}
+		if !isDay(g) {
+			period = g.Period
+			periods++
+			if g.Date2 > g.Date {
+				days += ".." + g.Date2.String()
+			}
 		}
 		verdict := "yes"
 		if !g.Repairable {
@@ -255,9 +264,13 @@ func printSegmentGaps(w io.Writer, gaps []gapdetect.Gap) {
 		} else {
 			rep += j - i
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%d\t%s\n", g.IDSite, g.Segment, days, j-i, g.Kind, raw, verdict)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%d\t%s\n", g.IDSite, g.Segment, period, days, j-i, g.Kind, raw, verdict)
 		i = j
 	}
 	tw.Flush()
+	if periods > 0 {
+		fmt.Fprintf(w, "%d segment gap days and %d segment gap weeks, months or years (%d repairable).\n", len(gaps)-periods, periods, rep)
+		return
+	}
 	fmt.Fprintf(w, "%d segment gap days (%d repairable).\n", len(gaps), rep)
 }

@@ -198,22 +198,33 @@ func printRepair(w io.Writer, rep *repair.Report) {
 		}
 	}
 	for _, res := range []string{"planned", repair.Repaired, repair.FailedResult, repair.SkippedUnsafe} {
-		var lines []string
+		var lines, plines []string
 		for _, d := range rep.Segments {
 			if d.Result != res {
 				continue
 			}
 			l := fmt.Sprintf("  site %d %s segment %s", d.IDSite, d.Date, d.Segment)
+			isPeriod := d.Period != "" && d.Period != gapdetect.PeriodDay
+			if isPeriod {
+				l = fmt.Sprintf("  site %d %s %s..%s segment %s", d.IDSite, d.Period, d.Date, d.Date2, d.Segment)
+			}
 			if d.Kind != "" {
 				l += " (" + d.Kind + ")"
 			}
 			if d.Reason != "" {
 				l += ": " + d.Reason
 			}
-			lines = append(lines, l)
+			if isPeriod {
+				plines = append(plines, l)
+			} else {
+				lines = append(lines, l)
+			}
 		}
 		if len(lines) > 0 {
 			fmt.Fprintf(w, "%s: %d segment day(s)\n%s\n", res, len(lines), strings.Join(lines, "\n"))
+		}
+		if len(plines) > 0 {
+			fmt.Fprintf(w, "%s: %d segment week(s), month(s) or year(s)\n%s\n", res, len(plines), strings.Join(plines, "\n"))
 		}
 	}
 	if rep.Deferred > 0 {
@@ -223,7 +234,9 @@ func printRepair(w io.Writer, rep *repair.Report) {
 		fmt.Fprintf(w, "still open after the repair: %d gap(s)\n", len(rep.Remaining))
 		var plain []gapdetect.Gap
 		for _, g := range rep.Remaining {
-			if g.IsSegment() {
+			if g.IsSegment() && g.Period != "" && g.Period != gapdetect.PeriodDay {
+				fmt.Fprintf(w, "  site %d segment %s %s %s..%s %s\n", g.IDSite, g.Segment, g.Period, g.Date, g.Date2, g.Kind)
+			} else if g.IsSegment() {
 				fmt.Fprintf(w, "  site %d segment %s %s %s\n", g.IDSite, g.Segment, g.Date, g.Kind)
 			} else {
 				plain = append(plain, g)

@@ -118,7 +118,8 @@ func SortGaps(g []Gap) {
 	})
 }
 
-// SortSegmentGaps orders segment gaps by idsite, segment, then date.
+// SortSegmentGaps orders segment gaps by idsite, segment, then days
+// before weeks, months and years, then date.
 func SortSegmentGaps(g []Gap) {
 	sort.SliceStable(g, func(i, j int) bool {
 		if g[i].IDSite != g[j].IDSite {
@@ -126,6 +127,9 @@ func SortSegmentGaps(g []Gap) {
 		}
 		if g[i].Segment != g[j].Segment {
 			return g[i].Segment < g[j].Segment
+		}
+		if pi, pj := PeriodNumber(g[i].Period), PeriodNumber(g[j].Period); pi != pj {
+			return pi < pj
 		}
 		return g[i].Date < g[j].Date
 	})

@@ -572,13 +572,24 @@ func (ss *siteState) usableDay(d matomo.Date) bool {
 // deletion runs). A day outside the scanned window has no known archive:
 // only the limit speaks for it.
 func (sc *scanCtx) atRisk(ss *siteState, p int, first, last matomo.Date, s Safety) matomo.Date {
+	month := func(m matomo.Date) bool {
+		pr := ss.periods[matomo.PeriodKey{Period: matomo.PeriodMonth, Date: m}]
+		return pr != nil && pr.newest.IsOK()
+	}
+	return sc.atRiskWith(ss, p, first, last, s, ss.usableDay, month)
+}
+
+// atRiskWith is atRisk for archives whose usable days and months are
+// given: the plain ones, or a stored segment's (whose week, month and year
+// Matomo rebuilds from the segment's own day and month archives).
+func (sc *scanCtx) atRiskWith(ss *siteState, p int, first, last matomo.Date, s Safety, usableDay, usableMonth func(matomo.Date) bool) matomo.Date {
 	today := matomo.Today(ss.site.Loc, sc.now)
 	risky := func(from, to matomo.Date) matomo.Date {
 		for d := from; d <= to && d < today; d++ {
 			if ss.site.HasCrDat && d < ss.site.Created {
 				continue // Matomo archives nothing before the site existed
 			}
-			if ss.usableDay(d) {
+			if usableDay(d) {
 				continue
 			}
 			f := DayFacts{Date: d, Loc: ss.site.Loc, Now: sc.now}
@@ -617,7 +628,7 @@ func (sc *scanCtx) atRisk(ss *siteState, p int, first, last matomo.Date, s Safet
 				continue
 			}
 			checked[m] = true
-			if pr := ss.periods[matomo.PeriodKey{Period: matomo.PeriodMonth, Date: m}]; pr != nil && pr.newest.IsOK() {
+			if usableMonth(m) {
 				continue
 			}
 			_, mLast := PeriodOf(matomo.PeriodMonth, m)

@@ -137,14 +137,37 @@ func (d *DB) StoredSegments(ctx context.Context) ([]StoredSegment, error) {
 // (period = 1), the name filtered on the rows read. Only the hashes of
 // segments in use are asked for, so the rows returned are few.
 func (d *DB) SegmentDoneFlagsSQL(table string, n int) string {
+	return d.segmentFlagsSQL(table, "period = 1", n)
+}
+
+// SegmentPeriodFlagsSQL reads one monthly table's week, month and year
+// done rows of n segment flags: the same lookup as SegmentDoneFlagsSQL,
+// a range (period IN (2, 3, 4)) on index_period_archived. A period's rows
+// live in the table of its first day (date1), so the tables before the
+// window that hold a week or the year reaching into it are read with it.
+func (d *DB) SegmentPeriodFlagsSQL(table string, n int) string {
+	return d.segmentFlagsSQL(table, "period IN (2, 3, 4)", n)
+}
+
+func (d *DB) segmentFlagsSQL(table, period string, n int) string {
 	return "SELECT " + doneCols + ", name FROM " + d.T(table) +
-		" FORCE INDEX (index_period_archived) WHERE period = 1 AND name IN (" +
+		" FORCE INDEX (index_period_archived) WHERE " + period + " AND name IN (" +
 		strings.TrimSuffix(strings.Repeat("?,", max(n, 1)), ",") + ")"
 }
 
 // SegmentDoneFlags calls fn with each day done row of the given segment
 // hashes in table; a missing table holds none.
 func (d *DB) SegmentDoneFlags(ctx context.Context, table string, hashes []string, fn func(hash string, f DoneFlag)) error {
+	return d.segmentFlags(ctx, d.SegmentDoneFlagsSQL(table, len(hashes)), table, hashes, fn)
+}
+
+// SegmentPeriodFlags calls fn with each week, month and year done row of
+// the given segment hashes in table; a missing table holds none.
+func (d *DB) SegmentPeriodFlags(ctx context.Context, table string, hashes []string, fn func(hash string, f DoneFlag)) error {
+	return d.segmentFlags(ctx, d.SegmentPeriodFlagsSQL(table, len(hashes)), table, hashes, fn)
+}
+
+func (d *DB) segmentFlags(ctx context.Context, q, table string, hashes []string, fn func(hash string, f DoneFlag)) error {
 	if len(hashes) == 0 {
 		return nil
 	}
@@ -152,7 +175,7 @@ func (d *DB) SegmentDoneFlags(ctx context.Context, table string, hashes []string
 	for i, h := range hashes {
 		args[i] = "done" + h
 	}
-	rows, cancel, err := d.query(ctx, d.SegmentDoneFlagsSQL(table, len(hashes)), args...)
+	rows, cancel, err := d.query(ctx, q, args...)
 	if err != nil {
 		if isNoSuchTable(err) {
 			return nil
@@ -223,6 +246,55 @@ func (d *DB) SegmentDayInvalidations(ctx context.Context, from, to Date, hashes 
 		var st sql.NullInt64
 		if err := rows.Scan(&name, &v.IDSite, &date, &ts, &st); err != nil {
 			return nil, err
+		}
+		v.Hash = strings.TrimPrefix(name, "done")
+		v.Date = DateOf(date)
+		v.TSInvalidated = ts.Time
+		v.InProgress = st.Int64 == 1
+		inv = append(inv, v)
+	}
+	return inv, rows.Err()
+}
+
+// SegmentPeriodInvalidation is the newest queue row of a segment's week,
+// month or year archive.
+type SegmentPeriodInvalidation struct {
+	Hash string
+	PeriodInvalidation
+}
+
+// SegmentPeriodInvalidations reads the queued week, month and year
+// invalidations of the given segment hashes whose date1 is in [from, to];
+// a missing table (Matomo 3) holds none.
+func (d *DB) SegmentPeriodInvalidations(ctx context.Context, from, to Date, hashes []string) ([]SegmentPeriodInvalidation, error) {
+	if len(hashes) == 0 {
+		return nil, nil
+	}
+	args := []any{from.String(), to.String()}
+	for _, h := range hashes {
+		args = append(args, "done"+h)
+	}
+	q := "SELECT name, idsite, period, date1, MAX(ts_invalidated), MAX(status) FROM " + d.T("archive_invalidations") +
+		" WHERE period IN (2, 3, 4) AND date1 BETWEEN ? AND ? AND name IN (" +
+		strings.TrimSuffix(strings.Repeat("?,", len(hashes)), ",") + ") GROUP BY name, idsite, period, date1"
+	rows, cancel, err := d.query(ctx, q, args...)
+	if err != nil {
+		if isNoSuchTable(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("reading segment period rows of %sarchive_invalidations: %w", d.prefix, err)
+	}
+	defer cancel()
+	defer rows.Close()
+	var inv []SegmentPeriodInvalidation
+	for rows.Next() {
+		var v SegmentPeriodInvalidation
+		var name string
+		var date time.Time
+		var ts sql.NullTime
+		var st sql.NullInt64
+		if err := rows.Scan(&name, &v.IDSite, &v.Period, &date, &ts, &st); err != nil {
+			return nil, fmt.Errorf("reading segment period rows of %sarchive_invalidations: %w", d.prefix, err)
 		}
 		v.Hash = strings.TrimPrefix(name, "done")
 		v.Date = DateOf(date)

@@ -71,3 +71,45 @@ func TestSegmentReads(t *testing.T) {
 		t.Errorf("segment invalidations: %+v %v", inv, err)
 	}
 }
+
+// Issue 14 (segment periods): the segment period read returns only the
+// week, month and year done<hash> rows of the hashes asked, through
+// index_period_archived; the segment period queue read only their rows.
+func TestSegmentPeriodReads(t *testing.T) {
+	e := matomotest.New(t)
+	e.AddSite(1, "UTC", "2026-01-01")
+	p3 := "30e2319d24c0ce455e6c767e96ee5b37"
+	for d := 1; d <= 20; d++ {
+		day := matomo.NewDate(2026, 11, d)
+		e.AddDayArchive(1, day.String(), 1, day.Time().Add(25*time.Hour), 3)
+	}
+	e.AddArchive(matomotest.ArchiveRow{IDSite: 1, Period: matomo.PeriodDay, Date1: "2026-11-03", Name: "done" + p3, TSArchived: ts("2026-11-04 01:00:00")})
+	w := e.AddArchive(matomotest.ArchiveRow{IDSite: 1, Period: matomo.PeriodWeek, Date1: "2026-11-02", Date2: "2026-11-08", Name: "done" + p3, Done: 4, TSArchived: ts("2026-11-09 01:00:00")})
+	e.AddArchive(matomotest.ArchiveRow{IDSite: 1, Period: matomo.PeriodWeek, Date1: "2026-11-02", Date2: "2026-11-08", Name: "done" + p3 + ".VisitsSummary", TSArchived: ts("2026-11-09 01:00:00")})
+	e.AddArchive(matomotest.ArchiveRow{IDSite: 1, Period: matomo.PeriodWeek, Date1: "2026-11-02", Date2: "2026-11-08", TSArchived: ts("2026-11-09 01:00:00")})
+	e.AddInvalidation(1, matomo.PeriodWeek, "2026-11-02", "2026-11-08", ts("2026-11-20 01:00:00"), 0)
+	e.AddInvalidation(1, matomo.PeriodMonth, "2026-11-01", "2026-11-30", ts("2026-11-20 01:00:00"), 0)
+	e.Exec("UPDATE {p}archive_invalidations SET name = ? WHERE period = 2", "done"+p3)
+	e.Exec("ANALYZE TABLE {p}archive_numeric_2026_11")
+	db := open(t, e)
+	ctx := context.Background()
+	var got []matomo.DoneFlag
+	if err := db.SegmentPeriodFlags(ctx, "archive_numeric_2026_11", []string{p3}, func(h string, f matomo.DoneFlag) {
+		if h != p3 {
+			t.Errorf("hash %q", h)
+		}
+		got = append(got, f)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].IDArchive != w || got[0].Period != matomo.PeriodWeek || got[0].Value != 4 || got[0].Date2.String() != "2026-11-08" {
+		t.Errorf("segment period rows: %+v", got)
+	}
+	if typ, key := explain(t, e.DB, db.SegmentPeriodFlagsSQL("archive_numeric_2026_11", 1), "done"+p3); typ != "range" || key != "index_period_archived" {
+		t.Errorf("segment period plan: type=%s key=%s, want a range on index_period_archived", typ, key)
+	}
+	inv, err := db.SegmentPeriodInvalidations(ctx, matomo.NewDate(2026, 1, 1), matomo.NewDate(2026, 11, 30), []string{p3})
+	if err != nil || len(inv) != 1 || inv[0].Period != matomo.PeriodWeek || inv[0].Date.String() != "2026-11-02" || inv[0].Hash != p3 {
+		t.Errorf("segment period invalidations: %+v %v", inv, err)
+	}
+}

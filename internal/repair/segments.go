@@ -33,6 +33,36 @@ func SegmentInvalidateArgs(idsite int, from, to matomo.Date, definition string) 
 	return append(args, "--segment="+definition), nil
 }
 
+// SegmentPeriodInvalidateArgs invalidates the given weeks, months or
+// years (each named by its first day) of one stored segment of one site:
+// PeriodInvalidateArgs plus --segment=<definition>. Never
+// --ignore-log-deletion-limit.
+func SegmentPeriodInvalidateArgs(idsite int, period string, dates []matomo.Date, definition string) ([]string, error) {
+	if definition == "" {
+		return nil, fmt.Errorf("core:invalidate-report-data: empty segment definition for site %d: a segment repair names its segment", idsite)
+	}
+	args, err := PeriodInvalidateArgs(idsite, period, dates)
+	if err != nil {
+		return nil, err
+	}
+	return append(args, "--segment="+definition), nil
+}
+
+// segPeriodJob is one invalidation command: one site's weeks, months or
+// years of one segment.
+type segPeriodJob struct {
+	periodJob
+	seg matomo.StoredSegment
+}
+
+func (j segPeriodJob) args() ([]string, error) {
+	var dates []matomo.Date
+	for _, g := range j.gaps {
+		dates = append(dates, g.Date)
+	}
+	return SegmentPeriodInvalidateArgs(j.idsite, j.period, dates, j.seg.Definition)
+}
+
 // segRange is consecutive repairable days of one site and segment.
 type segRange struct {
 	gapdetect.Range
@@ -41,12 +71,14 @@ type segRange struct {
 
 // RepairSegments repairs the repairable segment gaps (Result.SegmentGaps):
 // for each site and segment, the consecutive days are invalidated with
+// --periods=day --segment=<definition>, and the weeks, months and years
+// with --periods=week|month|year (one --dates per period, exactly those)
 // --segment=<definition>; one core:archive of those sites rebuilds them;
-// then the done<hash> rows say which days were fixed (the newest is
-// Good and written by this repair). The safety rules are the day rules
-// (the gap's Repairable); at most MaxDays segment site-days, newest
-// first; a segment that is no longer stored, auto-archived and for that
-// site is not touched.
+// then the done<hash> rows say which were fixed (the newest of the day or
+// period is Good and written by this repair). The safety rules are the
+// scan's (the gap's Repairable); at most MaxDays segment site-days and
+// periods (each counts one), newest first; a segment that is no longer
+// stored, auto-archived and for that site is not touched.
 func (r *Repairer) RepairSegments(ctx context.Context, gaps []gapdetect.Gap) (*Report, error) {
 	rep := &Report{DryRun: r.Opt.DryRun, Counts: map[string]int{}}
 	var todo []gapdetect.Gap
@@ -74,8 +106,12 @@ func (r *Repairer) RepairSegments(ctx context.Context, gaps []gapdetect.Gap) (*R
 			byDef[s.Definition] = s
 		}
 	}
-	// Newest first within the budget, as for days.
+	// Newest first within the budget, as for days (a period by its last
+	// day).
 	slices.SortStableFunc(todo, func(a, b gapdetect.Gap) int {
+		if a.Date2 != b.Date2 {
+			return int(b.Date2 - a.Date2)
+		}
 		if a.Date != b.Date {
 			return int(b.Date - a.Date)
 		}
@@ -87,11 +123,20 @@ func (r *Repairer) RepairSegments(ctx context.Context, gaps []gapdetect.Gap) (*R
 	}
 	gapdetect.SortSegmentGaps(todo)
 	var ranges []segRange
+	var jobs []segPeriodJob
 	kind := map[string]string{}
 	for _, g := range todo {
 		s, ok := byDef[g.Segment]
 		if !ok || !s.ForSite(g.IDSite) {
 			rep.addSegment(g, SkippedUnsafe, "the segment is no longer a stored auto-archived segment of this site: Matomo would not archive it")
+			continue
+		}
+		if g.Period != "" && g.Period != gapdetect.PeriodDay {
+			if n := len(jobs); n > 0 && jobs[n-1].idsite == g.IDSite && jobs[n-1].seg.Hash == s.Hash && jobs[n-1].period == g.Period {
+				jobs[n-1].gaps = append(jobs[n-1].gaps, g)
+				continue
+			}
+			jobs = append(jobs, segPeriodJob{periodJob: periodJob{idsite: g.IDSite, period: g.Period, gaps: []gapdetect.Gap{g}}, seg: s})
 			continue
 		}
 		kind[segKey(g.IDSite, s.Hash, g.Date)] = string(g.Kind)
@@ -101,7 +146,7 @@ func (r *Repairer) RepairSegments(ctx context.Context, gaps []gapdetect.Gap) (*R
 		}
 		ranges = append(ranges, segRange{Range: gapdetect.Range{IDSite: g.IDSite, From: g.Date, To: g.Date}, seg: s})
 	}
-	if len(ranges) == 0 {
+	if len(ranges) == 0 && len(jobs) == 0 {
 		sortSegments(rep.Segments)
 		return rep, nil
 	}
@@ -114,6 +159,16 @@ func (r *Repairer) RepairSegments(ctx context.Context, gaps []gapdetect.Gap) (*R
 		rep.Commands = append(rep.Commands, r.Console.Argv(args...))
 		if !slices.Contains(sites, rg.IDSite) {
 			sites = append(sites, rg.IDSite)
+		}
+	}
+	for _, j := range jobs {
+		args, err := j.args()
+		if err != nil {
+			return nil, err
+		}
+		rep.Commands = append(rep.Commands, r.Console.Argv(args...))
+		if !slices.Contains(sites, j.idsite) {
+			sites = append(sites, j.idsite)
 		}
 	}
 	args, err := archiver.ArchiveArgs(r.Opt.URL, sites, r.Opt.ExtraArgs)
@@ -130,6 +185,11 @@ func (r *Repairer) RepairSegments(ctx context.Context, gaps []gapdetect.Gap) (*R
 		for _, rg := range ranges {
 			for d := rg.From; d <= rg.To; d++ {
 				outcome(rg, d, "planned", "")
+			}
+		}
+		for _, j := range jobs {
+			for _, g := range j.gaps {
+				rep.addSegment(g, "planned", "")
 			}
 		}
 		sortSegments(rep.Segments)
@@ -174,6 +234,43 @@ func (r *Repairer) RepairSegments(ctx context.Context, gaps []gapdetect.Gap) (*R
 			archiveSites = append(archiveSites, rg.IDSite)
 		}
 	}
+	pfailed := map[string]string{}
+	for _, j := range jobs {
+		args, _ := j.args()
+		first, last := j.gaps[0].Date, j.gaps[0].Date
+		for _, g := range j.gaps {
+			first, last = min(first, g.Date), max(last, g.Date)
+		}
+		log.Info("invalidating segment gap periods", "event", "repair_started", "run_id", runID, "idsite", j.idsite,
+			"segment", j.seg.Definition, "period", j.period, "from", first.String(), "to", last.String(), "periods", len(j.gaps))
+		res := r.Console.Run(ctx, r.runOpts(runID), args...)
+		if res.Outcome == archiver.OutcomeSkipped || ctx.Err() != nil {
+			return nil, fmt.Errorf("core:invalidate-report-data did not run (%s): nothing was changed for the remaining segment periods; retry when Matomo is out of maintenance mode", firstNonEmpty(res.SkipReason, errString(ctx.Err())))
+		}
+		// The exit code does not say what happened: look for the queue rows.
+		queued, err := r.DB.SegmentPeriodInvalidations(ctx, first, last, []string{j.seg.Hash})
+		if err != nil {
+			return nil, fmt.Errorf("checking the segment invalidations of site %d: %w", j.idsite, err)
+		}
+		have := map[string]bool{}
+		for _, q := range queued {
+			if q.IDSite == j.idsite && gapdetect.PeriodName(q.Period) == j.period {
+				have[segKey(j.idsite, j.seg.Hash, q.Date)] = true
+			}
+		}
+		any := false
+		for _, g := range j.gaps {
+			if have[segKey(j.idsite, j.seg.Hash, g.Date)] {
+				rep.Invalidations++
+				any = true
+				continue
+			}
+			pfailed[segPeriodKey(j.idsite, j.seg.Hash, j.period, g.Date)] = notQueued("segment "+j.period, g.Date, res)
+		}
+		if any && !slices.Contains(archiveSites, j.idsite) {
+			archiveSites = append(archiveSites, j.idsite)
+		}
+	}
 	if len(archiveSites) > 0 {
 		log.Info("archiving invalidated segment days", "event", "repair_archiving", "run_id", runID, "sites", fmt.Sprint(archiveSites))
 		res := r.Console.ArchiveSites(ctx, r.runOpts(runID), r.Opt.URL, archiveSites, r.Opt.ExtraArgs)
@@ -182,6 +279,31 @@ func (r *Repairer) RepairSegments(ctx context.Context, gaps []gapdetect.Gap) (*R
 	good, err := r.segmentsRebuilt(ctx, ranges, started)
 	if err != nil {
 		return nil, fmt.Errorf("checking the rebuilt segment archives: %w", err)
+	}
+	pgood, err := r.segmentPeriodsRebuilt(ctx, jobs, started)
+	if err != nil {
+		return nil, fmt.Errorf("checking the rebuilt segment archives: %w", err)
+	}
+	for _, j := range jobs {
+		for _, g := range j.gaps {
+			k := segPeriodKey(j.idsite, j.seg.Hash, j.period, g.Date)
+			result, reason := Repaired, ""
+			if why, bad := pfailed[k]; bad {
+				result, reason = FailedResult, why
+			} else if !pgood[k] {
+				result, reason = FailedResult, "no complete done"+j.seg.Hash+" archive was written for this "+j.period
+				if a := rep.Archive; a != nil && a.Outcome != archiver.OutcomeSuccess {
+					reason += fmt.Sprintf(" (core:archive %s, exit code %d: %s)", a.Outcome, a.ExitCode, firstNonEmpty(a.SkipReason, a.FirstError, errString(a.Err)))
+				}
+			}
+			rep.addSegment(g, result, reason)
+			plog := log.With("run_id", runID, "idsite", j.idsite, "period", j.period, "date", g.Date.String(), "segment", j.seg.Definition)
+			if result == Repaired {
+				plog.Info("segment gap repaired", "event", "repair_finished", "kind", string(g.Kind))
+			} else {
+				plog.Error("segment gap not repaired", "event", "repair_failed", "kind", string(g.Kind), "reason", reason)
+			}
+		}
 	}
 	for _, rg := range ranges {
 		for d := rg.From; d <= rg.To; d++ {
@@ -259,8 +381,68 @@ func (r *Repairer) segmentsRebuilt(ctx context.Context, ranges []segRange, since
 	return out, nil
 }
 
+// segmentPeriodsRebuilt returns the periods (segPeriodKey) of jobs whose
+// newest done<hash> archive of that period is Good (complete: written
+// after the period's last local day) and written at or after since (DB
+// clock). A period's rows live in the table of its first day.
+func (r *Repairer) segmentPeriodsRebuilt(ctx context.Context, jobs []segPeriodJob, since time.Time) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(jobs) == 0 {
+		return out, nil
+	}
+	sites, err := r.DB.Sites(ctx)
+	if err != nil {
+		return nil, err
+	}
+	loc := map[int]*time.Location{}
+	for _, s := range sites {
+		loc[s.ID] = s.Loc
+	}
+	want := map[string]bool{}
+	tables := map[string][]string{} // table → hashes
+	for _, j := range jobs {
+		for _, g := range j.gaps {
+			want[segPeriodKey(j.idsite, j.seg.Hash, j.period, g.Date)] = true
+			t := matomo.TableFor(g.Date)
+			if !slices.Contains(tables[t], j.seg.Hash) {
+				tables[t] = append(tables[t], j.seg.Hash)
+			}
+		}
+	}
+	newest := map[string]matomo.DoneFlag{}
+	names := make([]string, 0, len(tables))
+	for t := range tables {
+		names = append(names, t)
+	}
+	slices.Sort(names)
+	for _, t := range names {
+		err := r.DB.SegmentPeriodFlags(ctx, t, tables[t], func(h string, f matomo.DoneFlag) {
+			k := segPeriodKey(f.IDSite, h, gapdetect.PeriodName(f.Period), f.Date)
+			if !want[k] {
+				return
+			}
+			if n, ok := newest[k]; !ok || f.Newer(n) {
+				newest[k] = f
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	for k, f := range newest {
+		if f.Good(loc[f.IDSite]) && !f.TSArchived.Before(since.Add(-time.Second)) {
+			out[k] = true
+		}
+	}
+	return out, nil
+}
+
 func segKey(idsite int, hash string, d matomo.Date) string {
 	return fmt.Sprintf("%d/%s/%s", idsite, hash, d)
+}
+
+func segPeriodKey(idsite int, hash, period string, d matomo.Date) string {
+	return fmt.Sprintf("%d/%s/%s/%s", idsite, hash, period, d)
 }
 
 func (rep *Report) addSegment(g gapdetect.Gap, result, reason string) {
@@ -278,6 +460,9 @@ func sortSegments(s []SegmentOutcome) {
 				return -1
 			}
 			return 1
+		}
+		if pa, pb := gapdetect.PeriodNumber(a.Period), gapdetect.PeriodNumber(b.Period); pa != pb {
+			return pa - pb
 		}
 		return int(a.Date - b.Date)
 	})
