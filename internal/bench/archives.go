@@ -11,11 +11,34 @@ import (
 	"github.com/matomod/matomod/internal/matomotest"
 )
 
-// Segment archives Matomo writes beside every plain archive (VisitFrequency's
-// two segments, observed in fixtures/tables/a_archive_numeric_after_first_run.tsv).
+// Segment archives beside every plain archive: the whole archive of a
+// stored auto-archived segment, visitorType==new (storedSegment; its hash
+// is md5 of the definition), which matomod checks, and VisitFrequency's
+// plugin archive of its other built-in segment (observed in
+// fixtures/tables/a_archive_numeric_after_first_run.tsv), which it never
+// reads.
 var segmentDone = []string{
-	"done90a5a511e1974bca37613b6daec137ba.VisitsSummary",
+	"done" + storedSegmentHash,
 	"donefea44bece172bc9696ae57c26888bf8a.VisitsSummary",
+}
+
+// The stored segment of the bench (SegmentEditor.add with auto-archive).
+const (
+	storedSegmentDefinition = "visitorType==new"
+	storedSegmentHash       = "90a5a511e1974bca37613b6daec137ba"
+)
+
+// insertStoredSegment registers the stored segment for all sites, created
+// before the first seeded day (process_new_segments_from is Matomo's
+// default, beginning_of_time: every day of the window is due).
+func (ds *dataset) insertStoredSegment(ctx context.Context) error {
+	first := ds.sites[0].first
+	for _, s := range ds.sites {
+		first = min(first, s.first)
+	}
+	return ds.exec(ctx, fmt.Sprintf("INSERT INTO %s (name, definition, hash, login, enable_all_users, enable_only_idsite, auto_archive, ts_created, deleted)"+
+		" VALUES ('New visitors', '%s', '%s', 'admin', 1, 0, 1, '%s', 0)",
+		ds.table("segment"), storedSegmentDefinition, storedSegmentHash, first.AddDays(-3).Time().Format(sqlTime)))
 }
 
 type metric struct {
@@ -80,6 +103,11 @@ func (ds *dataset) writeArchives(ctx context.Context) error {
   period tinyint NOT NULL, ts datetime NOT NULL, done tinyint NOT NULL, segdone tinyint NOT NULL, n int NOT NULL, PRIMARY KEY (tbl, base)) ENGINE=InnoDB`,
 	} {
 		if err := ds.exec(ctx, q); err != nil {
+			return err
+		}
+	}
+	if ds.segments {
+		if err := ds.insertStoredSegment(ctx); err != nil {
 			return err
 		}
 	}

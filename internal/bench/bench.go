@@ -353,6 +353,10 @@ func (b *bench) compare(ds *dataset, full summary, nfull naiveSummary, utc *naiv
 	mat := gapSet(full.res)
 	kinds := kindCounts(full.res)
 	expected := map[matomo.SiteDate]bool{}
+	// The stored segment's archive shares each day's fate but for a crash
+	// (done = 2 on the plain archive only): missing, invalidated in place
+	// (never queued for the segment), written before the day ended.
+	expectedSeg := map[matomo.SiteDate]bool{}
 	badCounts, utcWrong, nonUTC := 0, 0, 0
 	for _, s := range ds.sites {
 		for i, n := range s.n {
@@ -363,6 +367,10 @@ func (b *bench) compare(ds *dataset, full summary, nfull naiveSummary, utc *naiv
 			switch s.state[i] {
 			case stMissing, stInvalidated, stFailed, stIncomplete:
 				expected[matomo.SiteDate{IDSite: s.id, Date: d}] = true
+			}
+			switch s.state[i] {
+			case stMissing, stInvalidated, stIncomplete:
+				expectedSeg[matomo.SiteDate{IDSite: s.id, Date: d}] = true
 			}
 			if nfull.res.count(s.id, d) != int64(n) {
 				badCounts++
@@ -390,6 +398,21 @@ func (b *bench) compare(ds *dataset, full summary, nfull naiveSummary, utc *naiv
 	if a, bb := diff(mat, expected); len(a)+len(bb) > 0 {
 		r.agree = false
 		r.checks = append(r.checks, fmt.Sprintf("matomod vs seeded gaps: NO: %d extra (e.g. %s), %d not found (e.g. %s)", len(a), examples(a), len(bb), examples(bb)))
+	}
+	segDays, segPeriods := map[matomo.SiteDate]bool{}, 0
+	for _, g := range full.res.SegmentGaps {
+		if g.Period == gapdetect.PeriodDay {
+			segDays[matomo.SiteDate{IDSite: g.IDSite, Date: g.Date}] = true
+		} else {
+			segPeriods++
+		}
+	}
+	if a, bb := diff(segDays, expectedSeg); len(a)+len(bb) > 0 || segPeriods > 0 {
+		r.agree = false
+		r.checks = append(r.checks, fmt.Sprintf("stored segment %s: matomod vs seeded segment gaps: NO: %d extra days (e.g. %s), %d not found (e.g. %s), %d weeks, months or years (want 0)",
+			storedSegmentDefinition, len(a), examples(a), len(bb), examples(bb), segPeriods))
+	} else {
+		r.checks = append(r.checks, fmt.Sprintf("stored segment %s: %d segment gap days, as seeded; no segment week, month or year gap", storedSegmentDefinition, len(segDays)))
 	}
 	if badCounts > 0 {
 		r.agree = false
