@@ -36,6 +36,9 @@ func (ds *dataset) insertStoredSegment(ctx context.Context) error {
 	for _, s := range ds.sites {
 		first = min(first, s.first)
 	}
+	if err := ds.exec(ctx, strings.ReplaceAll(matomotest.SegmentDDL, "{p}", ds.env.Prefix)); err != nil {
+		return err
+	}
 	return ds.exec(ctx, fmt.Sprintf("INSERT INTO %s (name, definition, hash, login, enable_all_users, enable_only_idsite, auto_archive, ts_created, deleted)"+
 		" VALUES ('New visitors', '%s', '%s', 'admin', 1, 0, 1, '%s', 0)",
 		ds.table("segment"), storedSegmentDefinition, storedSegmentHash, first.AddDays(-3).Time().Format(sqlTime)))
@@ -299,7 +302,6 @@ func (ds *dataset) periodArchives(s *site) []archRow {
 		monday := d.AddDays(-((int(t.Weekday()) + 6) % 7))
 		month := d.Month()
 		year := matomo.NewDate(t.Year(), 1, 1)
-		_, end := matomo.DayBounds(s.loc, d)
 		for _, k := range []key{{matomo.PeriodWeek, monday}, {matomo.PeriodMonth, month}, {matomo.PeriodYear, year}} {
 			a := acc[k]
 			if a == nil {
@@ -318,12 +320,17 @@ func (ds *dataset) periodArchives(s *site) []archRow {
 				order = append(order, k)
 			}
 			a.n += n
-			a.ts = ds.archiveTS(s, d, end.Add(time.Hour))
 		}
 	}
 	out := make([]archRow, 0, len(order))
 	for _, k := range order {
-		out = append(out, *acc[k])
+		// Written after the period ended (the cron's first run after its
+		// last day), whether or not that day had visits: a week whose
+		// Sunday was quiet is still complete.
+		a := acc[k]
+		_, end := matomo.DayBounds(s.loc, a.date2)
+		a.ts = ds.archiveTS(s, a.date2, end.Add(time.Hour))
+		out = append(out, *a)
 	}
 	return out
 }

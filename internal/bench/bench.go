@@ -399,6 +399,18 @@ func (b *bench) compare(ds *dataset, full summary, nfull naiveSummary, utc *naiv
 		r.agree = false
 		r.checks = append(r.checks, fmt.Sprintf("matomod vs seeded gaps: NO: %d extra (e.g. %s), %d not found (e.g. %s)", len(a), examples(a), len(bb), examples(bb)))
 	}
+	plainPeriods := 0
+	for _, g := range full.res.Gaps {
+		if g.Period != gapdetect.PeriodDay {
+			plainPeriods++
+		}
+	}
+	if plainPeriods > 0 {
+		r.agree = false
+		r.checks = append(r.checks, fmt.Sprintf("week, month and year gaps: NO: %d found, none seeded", plainPeriods))
+	} else {
+		r.checks = append(r.checks, "week, month and year gaps: none, as seeded")
+	}
 	segDays, segPeriods := map[matomo.SiteDate]bool{}, 0
 	for _, g := range full.res.SegmentGaps {
 		if g.Period == gapdetect.PeriodDay {

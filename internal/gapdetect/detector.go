@@ -126,6 +126,9 @@ type state struct {
 	// only when its signature moved or the segments changed.
 	segFlags  map[string][]segFlag
 	segHashes string
+	// segRaw keeps the raw visits of the segment gap candidates (runs of
+	// days) of the last scan; see segmentRaw.
+	segRaw map[matomo.DateSpan]int64
 	// identity is matomo.DB.Identity at the last full scan; a state
 	// loaded from a file is checked against it before its first use.
 	identity      string
@@ -287,6 +290,9 @@ type scanCtx struct {
 	deleteDays  int
 	vb          matomo.VisitBounds
 	haveVB      bool
+	segs        []matomo.StoredSegment
+	hashes      []string                 // their distinct hashes, sorted
+	segRead     map[string]bool          // segFlags keys the table reads filled this scan
 	reports     map[matomo.SiteDate]bool // days named by report_to_invalidate options
 	touched     map[matomo.SiteDate]bool // days whose raw visits may have changed
 }
@@ -326,7 +332,12 @@ func (sc *scanCtx) run(ctx context.Context) error {
 		name string
 		f    func(context.Context) error
 	}{
-		{"queue", func(ctx context.Context) error { return sc.readQueue(ctx, ids) }},
+		{"queue", func(ctx context.Context) error {
+			if err := sc.readSegments(ctx); err != nil {
+				return err
+			}
+			return sc.readQueue(ctx, ids)
+		}},
 		{"archives", func(ctx context.Context) error { return sc.readArchives(ctx, ids) }},
 		{"touched", sc.readTouched},
 		{"targeted", sc.readTargeted},
@@ -500,10 +511,19 @@ func (sc *scanCtx) readArchives(ctx context.Context, ids []int) error {
 	}
 	for _, t := range periodsRead {
 		var flags []matomo.DoneFlag
-		if err := sc.d.db.PeriodFlags(ctx, t.Name, func(f matomo.DoneFlag) { flags = append(flags, f) }); err != nil {
+		var segFlags []segFlag
+		err := sc.d.db.TableFlags(ctx, t.Name, nil, sc.hashes, true, func(seg int, f matomo.DoneFlag) {
+			if seg >= 0 && seg < len(sc.hashes) {
+				segFlags = append(segFlags, segFlag{sc.hashes[seg], f})
+			} else if seg < 0 {
+				flags = append(flags, f)
+			}
+		})
+		if err != nil {
 			return err
 		}
 		sc.setPeriodFlags(t.Name, flags)
+		sc.keepSegmentFlags(t.Name, true, segFlags)
 		sc.stats.DoneRows += len(flags)
 	}
 	if !sc.full {
@@ -628,6 +648,7 @@ func (sc *scanCtx) readTables(ctx context.Context, ids []int, tables []matomo.Ar
 		buf     []slot
 		rows    int
 		periods []matomo.DoneFlag // week, month and year rows
+		segs    []segFlag         // the stored segments' rows
 		err     error
 	}
 	free := make(chan []slot, workers)
@@ -647,7 +668,13 @@ func (sc *scanCtx) readTables(ctx context.Context, ids []int, tables []matomo.Ar
 				defer func() { <-sem }()
 				clear(buf)
 				f := filled{t: t, buf: buf}
-				f.err = sc.d.db.DoneFlags(ctx, []string{t.Name}, ids, time.Time{}, func(fl matomo.DoneFlag) {
+				f.err = sc.d.db.TableFlags(ctx, t.Name, ids, sc.hashes, false, func(seg int, fl matomo.DoneFlag) {
+					if seg >= 0 {
+						if seg < len(sc.hashes) {
+							f.segs = append(f.segs, segFlag{sc.hashes[seg], fl})
+						}
+						return
+					}
 					f.rows++
 					if fl.Period != matomo.PeriodDay {
 						f.periods = append(f.periods, fl)
@@ -673,6 +700,7 @@ func (sc *scanCtx) readTables(ctx context.Context, ids []int, tables []matomo.Ar
 		}
 		if firstErr == nil {
 			sc.setPeriodFlags(f.t.Name, f.periods)
+			sc.keepSegmentFlags(f.t.Name, false, f.segs)
 			sc.settleMonth(f.t.Month, f.buf, order)
 			sc.stats.DoneRows += f.rows
 		}
@@ -909,6 +937,7 @@ func (sc *scanCtx) readTouched(ctx context.Context) error {
 		}
 		clear(sc.st.firstVisit)
 		clear(sc.st.firstRead)
+		clear(sc.st.segRaw)
 	}
 	if sc.vb.Max > prev.Max {
 		// Visits are inserted with ids from AUTO_INCREMENT; one committed

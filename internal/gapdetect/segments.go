@@ -143,16 +143,54 @@ func periodsCacheKey(table string) string { return table + " periods" }
 // tables before it that hold a week or the year reaching into it (both on
 // index_period_archived). It keeps those rows per table between scans
 // (state.segFlags): a steady rescan reads no segment rows.
-func (sc *scanCtx) checkSegments(ctx context.Context) error {
+// readSegments reads the stored segments before the archive tables, so
+// that the table reads return their done<hash> rows too; it resets the
+// kept rows when the segments changed (or in a full scan).
+func (sc *scanCtx) readSegments(ctx context.Context) error {
 	segs, err := sc.d.db.StoredSegments(ctx)
-	if err != nil || len(segs) == 0 {
+	if err != nil {
 		return err
 	}
-	var hashes []string
+	sc.segs, sc.hashes = segs, nil
 	for _, s := range segs {
-		if !slices.Contains(hashes, s.Hash) {
-			hashes = append(hashes, s.Hash)
+		if !slices.Contains(sc.hashes, s.Hash) {
+			sc.hashes = append(sc.hashes, s.Hash)
 		}
+	}
+	slices.Sort(sc.hashes)
+	key := strings.Join(sc.hashes, ",")
+	if key != sc.st.segHashes || sc.full || sc.st.segFlags == nil {
+		sc.st.segFlags = map[string][]segFlag{}
+		sc.st.segHashes = key
+	}
+	sc.segRead = map[string]bool{}
+	return nil
+}
+
+// keepSegmentFlags records the segment rows a table read returned, under
+// the table (day rows) and its periods key.
+func (sc *scanCtx) keepSegmentFlags(table string, periodsOnly bool, flags []segFlag) {
+	var days, periods []segFlag
+	for _, f := range flags {
+		if f.f.Period == matomo.PeriodDay {
+			days = append(days, f)
+		} else {
+			periods = append(periods, f)
+		}
+	}
+	if !periodsOnly {
+		sc.st.segFlags[table] = days
+		sc.segRead[table] = true
+	}
+	sc.st.segFlags[periodsCacheKey(table)] = periods
+	sc.segRead[periodsCacheKey(table)] = true
+	sc.stats.SegmentRows += len(flags)
+}
+
+func (sc *scanCtx) checkSegments(ctx context.Context) error {
+	segs, hashes := sc.segs, sc.hashes
+	if len(segs) == 0 {
+		return nil
 	}
 	newest := map[segKey]*newestPair{}
 	add := func(h string, f matomo.DoneFlag) {
@@ -169,15 +207,11 @@ func (sc *scanCtx) checkSegments(ctx context.Context) error {
 		}
 		mergeInto(pnewest, segPeriodKey{h, matomo.PeriodKey{IDSite: f.IDSite, Period: f.Period, Date: f.Date}}, f)
 	}
-	// A table is read again only when its signature moved this scan (the
-	// same signal as for days), the segments changed, or it was never
-	// read: a steady rescan reads no segment rows.
-	slices.Sort(hashes)
-	key := strings.Join(hashes, ",")
-	if key != sc.st.segHashes || sc.full || sc.st.segFlags == nil {
-		sc.st.segFlags = map[string][]segFlag{}
-		sc.st.segHashes = key
-	}
+	// The table reads of this scan returned the segment rows of the
+	// tables whose signature moved; the others' rows are kept from an
+	// earlier scan (a steady rescan reads no segment rows). A table is
+	// read on its own only when the segments changed since its rows were
+	// kept.
 	type reader func(context.Context, string, []string, func(string, matomo.DoneFlag)) error
 	cachedRead := func(t, ck string, read reader, use func(string, matomo.DoneFlag)) error {
 		if _, exists := sc.st.tables[t]; !exists {
@@ -185,7 +219,7 @@ func (sc *scanCtx) checkSegments(ctx context.Context) error {
 			return nil
 		}
 		cached, ok := sc.st.segFlags[ck]
-		if !ok || sc.moved[t] {
+		if !sc.segRead[ck] && (!ok || sc.moved[t]) {
 			cached = nil
 			err := read(ctx, t, hashes, func(h string, f matomo.DoneFlag) {
 				cached = append(cached, segFlag{h, f})
@@ -248,7 +282,13 @@ func (sc *scanCtx) checkSegments(ctx context.Context) error {
 		last   matomo.Date
 	}
 	var cands []cand
-	var probes []matomo.Probe
+	cands2spans := func(cs []cand) []matomo.DateSpan {
+		out := make([]matomo.DateSpan, len(cs))
+		for i, c := range cs {
+			out[i] = matomo.DateSpan{IDSite: c.ss.site.ID, From: c.f.Date, To: c.last}
+		}
+		return out
+	}
 	ids := make([]int, 0, len(sc.st.sites))
 	for id := range sc.st.sites {
 		ids = append(ids, id)
@@ -279,9 +319,7 @@ func (sc *scanCtx) checkSegments(ctx context.Context) error {
 				if _, ok := Classify(f); !ok {
 					continue
 				}
-				start, end := matomo.DayBounds(ss.site.Loc, d)
 				cands = append(cands, cand{seg: s, f: f, ss: ss, period: matomo.PeriodDay, last: d})
-				probes = append(probes, matomo.Probe{IDSite: id, From: start, To: end})
 			}
 			if ss.site.Loc == nil || from > ss.until {
 				continue
@@ -303,10 +341,7 @@ func (sc *scanCtx) checkSegments(ctx context.Context) error {
 					if _, ok := Classify(f); !ok {
 						continue
 					}
-					start, _ := matomo.DayBounds(ss.site.Loc, first)
-					_, end := matomo.DayBounds(ss.site.Loc, last)
 					cands = append(cands, cand{seg: s, f: f, ss: ss, period: p, last: last})
-					probes = append(probes, matomo.Probe{IDSite: id, From: start, To: end})
 				}
 			}
 		}
@@ -317,11 +352,10 @@ func (sc *scanCtx) checkSegments(ctx context.Context) error {
 	// The raw visits of the candidate days and periods (the site's, not
 	// the segment's: Matomo archives the segment on every day with
 	// visits).
-	raw, err := sc.d.db.CountVisits(ctx, probes)
+	raw, err := sc.segmentRaw(ctx, cands2spans(cands))
 	if err != nil {
 		return err
 	}
-	sc.stats.Probes += len(probes)
 	var need []int
 	for i, c := range cands {
 		if raw[i] > 0 && !sc.st.firstRead[c.ss.site.ID] && !slices.Contains(need, c.ss.site.ID) {
@@ -436,4 +470,57 @@ func (sc *scanCtx) siteDayHasVisits(ss *siteState, d matomo.Date) bool {
 func nextMonth(m matomo.Date) matomo.Date {
 	t := m.Time()
 	return matomo.DateOf(time.Date(t.Year(), t.Month()+1, 1, 0, 0, 0, 0, time.UTC))
+}
+
+// segmentRaw returns the raw visits of each site's run of days [From, To]
+// (a segment gap candidate's day or period). Counts are kept between
+// scans, as for periods: a count is read again when visits were added to
+// one of its days (readTouched), after a purge, and for the last two days
+// (a visit going on past midnight moves without a new idvisit). A
+// segment that Matomo never archived would otherwise cost one count per
+// day with traffic on every scan.
+func (sc *scanCtx) segmentRaw(ctx context.Context, spans []matomo.DateSpan) ([]int64, error) {
+	touched := map[int][]matomo.Date{}
+	for k := range sc.touched {
+		touched[k.IDSite] = append(touched[k.IDSite], k.Date)
+	}
+	fresh := func(sp matomo.DateSpan) bool {
+		ss := sc.st.sites[sp.IDSite]
+		if sp.To >= matomo.Today(ss.site.Loc, sc.now).AddDays(-2) {
+			return false
+		}
+		for _, d := range touched[sp.IDSite] {
+			if d >= sp.From && d <= sp.To {
+				return false
+			}
+		}
+		return true
+	}
+	out := make([]int64, len(spans))
+	var probes []matomo.Probe
+	var at []int
+	memo := make(map[matomo.DateSpan]int64, len(spans))
+	for i, sp := range spans {
+		if v, ok := sc.st.segRaw[sp]; ok && fresh(sp) {
+			out[i], memo[sp] = v, v
+			continue
+		}
+		ss := sc.st.sites[sp.IDSite]
+		start, _ := matomo.DayBounds(ss.site.Loc, sp.From)
+		_, end := matomo.DayBounds(ss.site.Loc, sp.To)
+		probes = append(probes, matomo.Probe{IDSite: sp.IDSite, From: start, To: end})
+		at = append(at, i)
+	}
+	counts, err := sc.d.db.CountVisits(ctx, probes)
+	if err != nil {
+		return nil, err
+	}
+	sc.stats.Probes += len(probes)
+	for j, i := range at {
+		out[i], memo[spans[i]] = counts[j], counts[j]
+	}
+	// Only the candidates of this scan are kept: a day that became good
+	// leaves, and its count is read again if it ever is a candidate.
+	sc.st.segRaw = memo
+	return out, nil
 }

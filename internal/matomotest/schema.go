@@ -137,6 +137,23 @@ var schemaDDL = []string{
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
 }
 
+// SegmentDDL is the segment table of testdata/fixtures/schema.sql (a real
+// Matomo 5.0.2 install). It is not part of the default schema: a trimmed
+// schema without it is a case matomod handles (no stored segments).
+const SegmentDDL = `CREATE TABLE IF NOT EXISTS {p}segment (
+  idsegment int(11) NOT NULL AUTO_INCREMENT,
+  name varchar(255) NOT NULL,
+  definition text NOT NULL,
+  hash char(32) DEFAULT NULL,
+  login varchar(100) NOT NULL,
+  enable_all_users tinyint(4) NOT NULL DEFAULT 0,
+  enable_only_idsite int(11) DEFAULT NULL,
+  auto_archive tinyint(4) NOT NULL DEFAULT 0,
+  ts_created timestamp NULL DEFAULT NULL,
+  ts_last_edit timestamp NULL DEFAULT NULL,
+  deleted tinyint(4) NOT NULL DEFAULT 0,
+  PRIMARY KEY (idsegment)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`
+
 // archiveDDL is a monthly archive table: numeric tables hold doubles and
 // have index_idsite_dates_period, blob tables hold mediumblobs.
 func archiveDDL(table string, numeric bool) string {
