@@ -218,42 +218,13 @@ type SegmentInvalidation struct {
 // SegmentDayInvalidations reads the queued day invalidations of the given
 // segment hashes in [from, to]; a missing table (Matomo 3) holds none.
 func (d *DB) SegmentDayInvalidations(ctx context.Context, from, to Date, hashes []string) ([]SegmentInvalidation, error) {
-	if len(hashes) == 0 {
-		return nil, nil
+	rows, err := d.segmentInvalidations(ctx, "period = 1", from, to, hashes)
+	inv := make([]SegmentInvalidation, len(rows))
+	for i, r := range rows {
+		inv[i] = SegmentInvalidation{Hash: r.Hash, DayInvalidation: DayInvalidation{IDSite: r.IDSite, Date: r.Date,
+			TSInvalidated: r.TSInvalidated, InProgress: r.InProgress}}
 	}
-	args := []any{from.String(), to.String()}
-	for _, h := range hashes {
-		args = append(args, "done"+h)
-	}
-	q := "SELECT name, idsite, date1, MAX(ts_invalidated), MAX(status) FROM " + d.T("archive_invalidations") +
-		" WHERE period = 1 AND date1 BETWEEN ? AND ? AND name IN (" +
-		strings.TrimSuffix(strings.Repeat("?,", len(hashes)), ",") + ") GROUP BY name, idsite, date1"
-	rows, cancel, err := d.query(ctx, q, args...)
-	if err != nil {
-		if isNoSuchTable(err) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("reading segment rows of %sarchive_invalidations: %w", d.prefix, err)
-	}
-	defer cancel()
-	defer rows.Close()
-	var inv []SegmentInvalidation
-	for rows.Next() {
-		var v SegmentInvalidation
-		var name string
-		var date time.Time
-		var ts sql.NullTime
-		var st sql.NullInt64
-		if err := rows.Scan(&name, &v.IDSite, &date, &ts, &st); err != nil {
-			return nil, err
-		}
-		v.Hash = strings.TrimPrefix(name, "done")
-		v.Date = DateOf(date)
-		v.TSInvalidated = ts.Time
-		v.InProgress = st.Int64 == 1
-		inv = append(inv, v)
-	}
-	return inv, rows.Err()
+	return inv, err
 }
 
 // SegmentPeriodInvalidation is the newest queue row of a segment's week,
@@ -267,6 +238,13 @@ type SegmentPeriodInvalidation struct {
 // invalidations of the given segment hashes whose date1 is in [from, to];
 // a missing table (Matomo 3) holds none.
 func (d *DB) SegmentPeriodInvalidations(ctx context.Context, from, to Date, hashes []string) ([]SegmentPeriodInvalidation, error) {
+	return d.segmentInvalidations(ctx, "period IN (2, 3, 4)", from, to, hashes)
+}
+
+// segmentInvalidations reads the newest queue row of each segment
+// archive of the periods (an SQL condition of ours) with date1 in
+// [from, to].
+func (d *DB) segmentInvalidations(ctx context.Context, periods string, from, to Date, hashes []string) ([]SegmentPeriodInvalidation, error) {
 	if len(hashes) == 0 {
 		return nil, nil
 	}
@@ -275,14 +253,14 @@ func (d *DB) SegmentPeriodInvalidations(ctx context.Context, from, to Date, hash
 		args = append(args, "done"+h)
 	}
 	q := "SELECT name, idsite, period, date1, MAX(ts_invalidated), MAX(status) FROM " + d.T("archive_invalidations") +
-		" WHERE period IN (2, 3, 4) AND date1 BETWEEN ? AND ? AND name IN (" +
+		" WHERE " + periods + " AND date1 BETWEEN ? AND ? AND name IN (" +
 		strings.TrimSuffix(strings.Repeat("?,", len(hashes)), ",") + ") GROUP BY name, idsite, period, date1"
 	rows, cancel, err := d.query(ctx, q, args...)
 	if err != nil {
 		if isNoSuchTable(err) {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("reading segment period rows of %sarchive_invalidations: %w", d.prefix, err)
+		return nil, fmt.Errorf("reading segment rows of %sarchive_invalidations: %w", d.prefix, err)
 	}
 	defer cancel()
 	defer rows.Close()
@@ -294,7 +272,7 @@ func (d *DB) SegmentPeriodInvalidations(ctx context.Context, from, to Date, hash
 		var ts sql.NullTime
 		var st sql.NullInt64
 		if err := rows.Scan(&name, &v.IDSite, &v.Period, &date, &ts, &st); err != nil {
-			return nil, fmt.Errorf("reading segment period rows of %sarchive_invalidations: %w", d.prefix, err)
+			return nil, fmt.Errorf("reading segment rows of %sarchive_invalidations: %w", d.prefix, err)
 		}
 		v.Hash = strings.TrimPrefix(name, "done")
 		v.Date = DateOf(date)

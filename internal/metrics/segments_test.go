@@ -27,7 +27,7 @@ func TestSegmentGapMetrics(t *testing.T) {
 # HELP matomo_archive_gaps Site-days with raw visits but no good day archive, by site and kind (only sites with gaps).
 # TYPE matomo_archive_gaps gauge
 matomo_archive_gaps{idsite="4",kind="missing"} 1
-# HELP matomo_archive_segment_gaps Site-days with raw visits but no good archive of a stored auto-archived segment (done<hash>), summed over the site's segments, by site (only sites with such gaps; no segment label: `+"`matomod gaps`"+` names the segments).
+# HELP matomo_archive_segment_gaps Site-days, weeks, months and years with raw visits but no good archive of a stored auto-archived segment (done<hash>), summed over the site's segments, by site (only sites with such gaps; no segment label: `+"`matomod gaps`"+` names the segments).
 # TYPE matomo_archive_segment_gaps gauge
 matomo_archive_segment_gaps{idsite="4"} 2
 matomo_archive_segment_gaps{idsite="9"} 1

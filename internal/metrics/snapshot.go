@@ -61,7 +61,7 @@ type SiteGaps struct {
 	// Oldest and the day families count days only). Unknown periods or
 	// kinds and counts below 1 are ignored.
 	PeriodGaps map[PeriodGap]int
-	// SegmentGaps counts the site-days whose stored segment archive
+	// SegmentGaps counts the site-days, weeks, months and years whose stored segment archive
 	// (done<hash>) is missing or bad, by kind and verdict, over all the
 	// site's segments: no segment label (a site may have any number of
 	// stored segments; 10,000 sites × segments is not a bounded series
@@ -112,10 +112,10 @@ var (
 		"Weeks, months and years (that ended and have visits) without a good archive over all sites, by period, kind and whether matomod may repair them.",
 		[]string{"period", "kind", "repairable"}, nil)
 	segmentGapsDesc = prometheus.NewDesc("matomo_archive_segment_gaps",
-		"Site-days with raw visits but no good archive of a stored auto-archived segment (done<hash>), summed over the site's segments, by site (only sites with such gaps; no segment label: `matomod gaps` names the segments).",
+		"Site-days, weeks, months and years with raw visits but no good archive of a stored auto-archived segment (done<hash>), summed over the site's segments, by site (only sites with such gaps; no segment label: `matomod gaps` names the segments).",
 		[]string{"idsite"}, nil)
 	segmentGapsAllDesc = prometheus.NewDesc("matomo_archive_segment_gaps_all_sites",
-		"Stored segments' site-days with raw visits but no good segment archive over all sites and segments, by kind and whether matomod may repair them.",
+		"Stored segments' site-days, weeks, months and years with raw visits but no good segment archive over all sites and segments, by kind and whether matomod may repair them.",
 		[]string{"kind", "repairable"}, nil)
 	collectionGapsDesc = prometheus.NewDesc("matomo_collection_gaps",
 		"Days without raw visits where the site normally has traffic (tracking outage or lost raw data), per site that has them.",
