@@ -333,52 +333,16 @@ func (r *Repairer) RepairSegments(ctx context.Context, gaps []gapdetect.Gap) (*R
 // segmentsRebuilt returns the site-days (segKey) whose newest done<hash>
 // day archive is Good and written at or after since (DB clock).
 func (r *Repairer) segmentsRebuilt(ctx context.Context, ranges []segRange, since time.Time) (map[string]bool, error) {
-	sites, err := r.DB.Sites(ctx)
-	if err != nil {
-		return nil, err
-	}
-	loc := map[int]*time.Location{}
-	for _, s := range sites {
-		loc[s.ID] = s.Loc
-	}
 	want := map[string]bool{}
 	tables := map[string][]string{} // table → hashes
 	for _, rg := range ranges {
 		for d := rg.From; d <= rg.To; d++ {
 			want[segKey(rg.IDSite, rg.seg.Hash, d)] = true
-			t := matomo.TableFor(d)
-			if !slices.Contains(tables[t], rg.seg.Hash) {
-				tables[t] = append(tables[t], rg.seg.Hash)
-			}
+			addHash(tables, matomo.TableFor(d), rg.seg.Hash)
 		}
 	}
-	newest := map[string]matomo.DoneFlag{}
-	names := make([]string, 0, len(tables))
-	for t := range tables {
-		names = append(names, t)
-	}
-	slices.Sort(names)
-	for _, t := range names {
-		err := r.DB.SegmentDoneFlags(ctx, t, tables[t], func(h string, f matomo.DoneFlag) {
-			k := segKey(f.IDSite, h, f.Date)
-			if !want[k] {
-				return
-			}
-			if n, ok := newest[k]; !ok || f.Newer(n) {
-				newest[k] = f
-			}
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	out := map[string]bool{}
-	for k, f := range newest {
-		if f.Good(loc[f.IDSite]) && !f.TSArchived.Before(since.Add(-time.Second)) {
-			out[k] = true
-		}
-	}
-	return out, nil
+	return r.segmentRebuilt(ctx, tables, want, r.DB.SegmentDoneFlags,
+		func(h string, f matomo.DoneFlag) string { return segKey(f.IDSite, h, f.Date) }, since)
 }
 
 // segmentPeriodsRebuilt returns the periods (segPeriodKey) of jobs whose
@@ -386,10 +350,35 @@ func (r *Repairer) segmentsRebuilt(ctx context.Context, ranges []segRange, since
 // after the period's last local day) and written at or after since (DB
 // clock). A period's rows live in the table of its first day.
 func (r *Repairer) segmentPeriodsRebuilt(ctx context.Context, jobs []segPeriodJob, since time.Time) (map[string]bool, error) {
-	out := map[string]bool{}
 	if len(jobs) == 0 {
-		return out, nil
+		return map[string]bool{}, nil
 	}
+	want := map[string]bool{}
+	tables := map[string][]string{} // table → hashes
+	for _, j := range jobs {
+		for _, g := range j.gaps {
+			want[segPeriodKey(j.idsite, j.seg.Hash, j.period, g.Date)] = true
+			addHash(tables, matomo.TableFor(g.Date), j.seg.Hash)
+		}
+	}
+	return r.segmentRebuilt(ctx, tables, want, r.DB.SegmentPeriodFlags,
+		func(h string, f matomo.DoneFlag) string {
+			return segPeriodKey(f.IDSite, h, gapdetect.PeriodName(f.Period), f.Date)
+		}, since)
+}
+
+func addHash(tables map[string][]string, t, hash string) {
+	if !slices.Contains(tables[t], hash) {
+		tables[t] = append(tables[t], hash)
+	}
+}
+
+// segmentRebuilt reads the segment done rows of tables (table → hashes)
+// with read, keeps the newest of each wanted key, and returns the keys
+// whose newest archive is Good and written at or after since.
+func (r *Repairer) segmentRebuilt(ctx context.Context, tables map[string][]string, want map[string]bool,
+	read func(context.Context, string, []string, func(string, matomo.DoneFlag)) error,
+	key func(string, matomo.DoneFlag) string, since time.Time) (map[string]bool, error) {
 	sites, err := r.DB.Sites(ctx)
 	if err != nil {
 		return nil, err
@@ -398,17 +387,6 @@ func (r *Repairer) segmentPeriodsRebuilt(ctx context.Context, jobs []segPeriodJo
 	for _, s := range sites {
 		loc[s.ID] = s.Loc
 	}
-	want := map[string]bool{}
-	tables := map[string][]string{} // table → hashes
-	for _, j := range jobs {
-		for _, g := range j.gaps {
-			want[segPeriodKey(j.idsite, j.seg.Hash, j.period, g.Date)] = true
-			t := matomo.TableFor(g.Date)
-			if !slices.Contains(tables[t], j.seg.Hash) {
-				tables[t] = append(tables[t], j.seg.Hash)
-			}
-		}
-	}
 	newest := map[string]matomo.DoneFlag{}
 	names := make([]string, 0, len(tables))
 	for t := range tables {
@@ -416,8 +394,8 @@ func (r *Repairer) segmentPeriodsRebuilt(ctx context.Context, jobs []segPeriodJo
 	}
 	slices.Sort(names)
 	for _, t := range names {
-		err := r.DB.SegmentPeriodFlags(ctx, t, tables[t], func(h string, f matomo.DoneFlag) {
-			k := segPeriodKey(f.IDSite, h, gapdetect.PeriodName(f.Period), f.Date)
+		err := read(ctx, t, tables[t], func(h string, f matomo.DoneFlag) {
+			k := key(h, f)
 			if !want[k] {
 				return
 			}
@@ -429,6 +407,7 @@ func (r *Repairer) segmentPeriodsRebuilt(ctx context.Context, jobs []segPeriodJo
 			return nil, err
 		}
 	}
+	out := map[string]bool{}
 	for k, f := range newest {
 		if f.Good(loc[f.IDSite]) && !f.TSArchived.Before(since.Add(-time.Second)) {
 			out[k] = true
