@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"os"
 	"regexp"
-	"sort"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -997,25 +997,8 @@ func (d *DB) dayVisits(ctx context.Context, table string, spans []DateSpan, fn f
 	}
 	defer cancel()
 	defer rows.Close()
-	var (
-		f         DoneFlag
-		day, day2 sql.NullInt64
-		val, nb   sql.NullFloat64
-		ts        sql.NullInt64
-	)
-	for rows.Next() {
-		if err := rows.Scan(&f.IDSite, &day, &f.IDArchive, &val, &ts, &f.Period, &day2, &nb); err != nil {
-			return err
-		}
-		f.Date, f.Date2 = Date(day.Int64), Date(day2.Int64)
-		f.Value = int(val.Float64)
-		f.TSArchived = time.Time{}
-		if ts.Valid {
-			f.TSArchived = time.Unix(ts.Int64, 0).UTC()
-		}
-		fn(f, int64(nb.Float64), nb.Valid)
-	}
-	return rows.Err()
+	var nb sql.NullFloat64
+	return scanFlagsInto(rows, func(f DoneFlag) { fn(f, int64(nb.Float64), nb.Valid) }, &nb)
 }
 
 // doneCols reads a done row as integers: days since 1970-01-01 for date1
@@ -1027,14 +1010,21 @@ const doneCols = "idsite, TO_DAYS(date1) - 719528, idarchive, value, UNIX_TIMEST
 func scanFlags(rows *sql.Rows, cancel context.CancelFunc, fn func(DoneFlag)) error {
 	defer cancel()
 	defer rows.Close()
+	return scanFlagsInto(rows, fn)
+}
+
+// scanFlagsInto scans doneCols, then the extra columns into extra (read
+// them in fn), for each row.
+func scanFlagsInto(rows *sql.Rows, fn func(DoneFlag), extra ...any) error {
 	var (
 		f         DoneFlag
 		day, day2 sql.NullInt64
 		val       sql.NullFloat64
 		ts        sql.NullInt64
 	)
+	dest := append([]any{&f.IDSite, &day, &f.IDArchive, &val, &ts, &f.Period, &day2}, extra...)
 	for rows.Next() {
-		if err := rows.Scan(&f.IDSite, &day, &f.IDArchive, &val, &ts, &f.Period, &day2); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return err
 		}
 		f.Date, f.Date2 = Date(day.Int64), Date(day2.Int64)

@@ -184,26 +184,8 @@ func (d *DB) segmentFlags(ctx context.Context, q, table string, hashes []string,
 	}
 	defer cancel()
 	defer rows.Close()
-	var (
-		f         DoneFlag
-		day, day2 sql.NullInt64
-		val       sql.NullFloat64
-		ts        sql.NullInt64
-		name      string
-	)
-	for rows.Next() {
-		if err := rows.Scan(&f.IDSite, &day, &f.IDArchive, &val, &ts, &f.Period, &day2, &name); err != nil {
-			return fmt.Errorf("reading segment done flags from %s%s: %w", d.prefix, table, err)
-		}
-		f.Date, f.Date2 = Date(day.Int64), Date(day2.Int64)
-		f.Value = int(val.Float64)
-		f.TSArchived = time.Time{}
-		if ts.Valid {
-			f.TSArchived = time.Unix(ts.Int64, 0).UTC()
-		}
-		fn(strings.TrimPrefix(name, "done"), f)
-	}
-	if err := rows.Err(); err != nil {
+	var name string
+	if err := scanFlagsInto(rows, func(f DoneFlag) { fn(strings.TrimPrefix(name, "done"), f) }, &name); err != nil {
 		return fmt.Errorf("reading segment done flags from %s%s: %w", d.prefix, table, err)
 	}
 	return nil
@@ -338,26 +320,8 @@ func (d *DB) TableFlags(ctx context.Context, table string, sites []int, hashes [
 	}
 	defer cancel()
 	defer rows.Close()
-	var (
-		f         DoneFlag
-		day, day2 sql.NullInt64
-		val       sql.NullFloat64
-		ts        sql.NullInt64
-		seg       int
-	)
-	for rows.Next() {
-		if err := rows.Scan(&f.IDSite, &day, &f.IDArchive, &val, &ts, &f.Period, &day2, &seg); err != nil {
-			return fmt.Errorf("reading done flags from %s%s: %w", d.prefix, table, err)
-		}
-		f.Date, f.Date2 = Date(day.Int64), Date(day2.Int64)
-		f.Value = int(val.Float64)
-		f.TSArchived = time.Time{}
-		if ts.Valid {
-			f.TSArchived = time.Unix(ts.Int64, 0).UTC()
-		}
-		fn(seg, f)
-	}
-	if err := rows.Err(); err != nil {
+	var seg int
+	if err := scanFlagsInto(rows, func(f DoneFlag) { fn(seg, f) }, &seg); err != nil {
 		return fmt.Errorf("reading done flags from %s%s: %w", d.prefix, table, err)
 	}
 	return nil
