@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -80,24 +79,9 @@ func TestRealDaemonRepairsSegmentAndPlainGaps(t *testing.T) {
 	ctx := context.Background()
 	m := in.Manifest
 	const def = "actions>=1"
-	if out, err := in.Console(ctx, "config:set", "--section=General", "--key=process_new_segments_from", "--value=last10"); err != nil {
-		t.Fatal(err, out)
-	}
-	var id any
-	if err := in.Server().API(ctx, m.Token, "SegmentEditor.add", url.Values{"name": {"matomod e2e daemon"}, "definition": {def},
-		"idSite": {"1"}, "autoArchive": {"1"}, "enabledAllUsers": {"0"}}, &id); err != nil {
-		t.Fatal(err)
-	}
-	hash := matomo.SegmentHash(def)
 	today := matomo.DateOf(time.Now().UTC())
-	start, yesterday := today.AddDays(-10), today.AddDays(-1)
-	if out, err := in.Console(ctx, "core:invalidate-report-data", "--sites=1", "--dates="+start.String()+","+yesterday.String(),
-		"--periods=day", "--segment="+def); err != nil {
-		t.Fatal(err, out)
-	}
-	if out, err := in.Console(ctx, "core:archive", "--force-idsites=1", "--no-ansi"); err != nil {
-		t.Fatal(err, out)
-	}
+	archiveStoredSegment(t, in, "matomod e2e daemon", def, today.AddDays(-10))
+	hash := matomo.SegmentHash(def)
 	// The day to break, as in TestRealSegmentGapsAndRepair: tracked
 	// visits, not yesterday, not the site's first raw day.
 	var d matomo.Date

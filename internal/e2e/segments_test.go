@@ -57,14 +57,11 @@ func TestRealSegmentGapsAndRepair(t *testing.T) {
 	ctx := context.Background()
 	m := in.Manifest
 	const def = "actions>=1"
-	if out, err := in.Console(ctx, "config:set", "--section=General", "--key=process_new_segments_from", "--value=last10"); err != nil {
-		t.Fatal(err, out)
-	}
-	var id any
-	if err := in.Server().API(ctx, m.Token, "SegmentEditor.add", url.Values{"name": {"matomod e2e"}, "definition": {def},
-		"idSite": {"1"}, "autoArchive": {"1"}, "enabledAllUsers": {"0"}}, &id); err != nil {
-		t.Fatal(err)
-	}
+	// Site 1 is UTC: local days are UTC days. The segment starts 10 days
+	// before its creation (today).
+	today := matomo.DateOf(time.Now().UTC())
+	start, yesterday := today.AddDays(-10), today.AddDays(-1)
+	archiveStoredSegment(t, in, "matomod e2e", def, start)
 	var hash string
 	var only int
 	if err := in.DB.QueryRow("SELECT hash, enable_only_idsite FROM "+in.Prefix+"segment WHERE definition = ? AND deleted = 0 AND auto_archive = 1", def).Scan(&hash, &only); err != nil {
@@ -73,19 +70,6 @@ func TestRealSegmentGapsAndRepair(t *testing.T) {
 	if hash != matomo.SegmentHash(def) || only != 1 {
 		t.Fatalf("segment row: hash %s (md5(urldecode) %s), enable_only_idsite %d", hash, matomo.SegmentHash(def), only)
 	}
-	// Site 1 is UTC: local days are UTC days. The segment starts 10 days
-	// before its creation (today).
-	today := matomo.DateOf(time.Now().UTC())
-	start, yesterday := today.AddDays(-10), today.AddDays(-1)
-	if out, err := in.Console(ctx, "core:invalidate-report-data", "--sites=1", "--dates="+start.String()+","+yesterday.String(),
-		"--periods=day", "--segment="+def); err != nil {
-		t.Fatal(err, out)
-	}
-	t0 := time.Now()
-	if out, err := in.Console(ctx, "core:archive", "--force-idsites=1", "--no-ansi"); err != nil {
-		t.Fatal(err, out)
-	}
-	t.Logf("archived the segment in %s", time.Since(t0).Round(time.Millisecond))
 	plain, seg := segmentGapsOf(t, cfg)
 	if len(plain) != 0 || len(seg) != 0 {
 		t.Fatalf("gaps after archiving the segment: plain %q, segment %q", plain, seg)
@@ -164,4 +148,32 @@ func TestRealSegmentGapsAndRepair(t *testing.T) {
 	if n, err := in.DayVisits(ctx, 1, "day", d.String(), def); err != nil || n != before {
 		t.Errorf("site 1 %s segment %s after the repair: Matomo's API shows %d visits (%v), want %d", d, def, n, err, before)
 	}
+}
+
+// archiveStoredSegment sets process_new_segments_from = lastN (N days
+// before today, so the segment starts on start), adds the stored segment
+// def for site 1 through SegmentEditor.add with auto-archiving, and has
+// the real console archive it from start to yesterday (invalidate with
+// --segment, then core:archive), as Matomo's own "re-archive" does.
+func archiveStoredSegment(t *testing.T, in *realmatomo.Instance, name, def string, start matomo.Date) {
+	t.Helper()
+	ctx := context.Background()
+	today := matomo.DateOf(time.Now().UTC())
+	if out, err := in.Console(ctx, "config:set", "--section=General", "--key=process_new_segments_from", fmt.Sprintf("--value=last%d", int(today-start))); err != nil {
+		t.Fatal(err, out)
+	}
+	var id any
+	if err := in.Server().API(ctx, in.Manifest.Token, "SegmentEditor.add", url.Values{"name": {name}, "definition": {def},
+		"idSite": {"1"}, "autoArchive": {"1"}, "enabledAllUsers": {"0"}}, &id); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := in.Console(ctx, "core:invalidate-report-data", "--sites=1", "--dates="+start.String()+","+today.AddDays(-1).String(),
+		"--periods=day", "--segment="+def); err != nil {
+		t.Fatal(err, out)
+	}
+	t0 := time.Now()
+	if out, err := in.Console(ctx, "core:archive", "--force-idsites=1", "--no-ansi"); err != nil {
+		t.Fatal(err, out)
+	}
+	t.Logf("archived the segment %s from %s in %s", def, start, time.Since(t0).Round(time.Millisecond))
 }

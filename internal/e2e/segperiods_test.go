@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -51,25 +50,9 @@ func TestRealSegmentPeriodGapsAndRepair(t *testing.T) {
 	// Site 1 is UTC. The segment starts on the first day of the previous
 	// month (lastN: N days before its creation, today).
 	month, monthLast := gapdetect.PeriodOf(matomo.PeriodMonth, today.Month().AddDays(-1))
-	start, yesterday := month, today.AddDays(-1)
-	if out, err := in.Console(ctx, "config:set", "--section=General", "--key=process_new_segments_from", fmt.Sprintf("--value=last%d", int(today-start))); err != nil {
-		t.Fatal(err, out)
-	}
-	var id any
-	if err := in.Server().API(ctx, m.Token, "SegmentEditor.add", url.Values{"name": {"matomod e2e periods"}, "definition": {def},
-		"idSite": {"1"}, "autoArchive": {"1"}, "enabledAllUsers": {"0"}}, &id); err != nil {
-		t.Fatal(err)
-	}
+	start := month
+	archiveStoredSegment(t, in, "matomod e2e periods", def, start)
 	hash := matomo.SegmentHash(def)
-	if out, err := in.Console(ctx, "core:invalidate-report-data", "--sites=1", "--dates="+start.String()+","+yesterday.String(),
-		"--periods=day", "--segment="+def); err != nil {
-		t.Fatal(err, out)
-	}
-	t0 := time.Now()
-	if out, err := in.Console(ctx, "core:archive", "--force-idsites=1", "--no-ansi"); err != nil {
-		t.Fatal(err, out)
-	}
-	t.Logf("archived the segment from %s in %s", start, time.Since(t0).Round(time.Millisecond))
 	plain, seg := segmentGapsOf(t, cfg)
 	if len(plain) != 0 || len(seg) != 0 {
 		t.Fatalf("gaps after archiving the segment: plain %q, segment %q", plain, seg)
