@@ -294,6 +294,9 @@ func (ds *dataset) periodArchives(s *site) []archRow {
 	acc := map[key]*archRow{}
 	var order []key
 	for i, n := range s.n {
+		if ds.nominal > 0 {
+			n = ds.nominal // archive-only: every day archived with the nominal count
+		}
 		if n == 0 {
 			continue
 		}

@@ -129,6 +129,9 @@ type state struct {
 	// segRaw keeps the raw visits of the segment gap candidates (runs of
 	// days) of the last scan; see segmentRaw.
 	segRaw map[matomo.DateSpan]int64
+	// segMonths keeps the stored segments' day rows of each window
+	// table, merged (segFlags keeps their week, month and year rows).
+	segMonths map[string]*segMonth
 	// identity is matomo.DB.Identity at the last full scan; a state
 	// loaded from a file is checked against it before its first use.
 	identity      string
