@@ -155,7 +155,7 @@ type siteState struct {
 	dayTS []uint32
 	// periods holds the newest week, month and year done flags of the
 	// tables read (IDSite is 0 in the keys).
-	periods map[matomo.PeriodKey]*newestPair
+	periods []periodEntry // sorted by period, then first day
 }
 
 // dayInfo is what we know of a site-day that is not settled.
@@ -404,7 +404,7 @@ func (sc *scanCtx) windows(sites []matomo.Site) error {
 		seen[s.ID] = true
 		ss := sc.st.sites[s.ID]
 		if ss == nil {
-			ss = &siteState{open: map[matomo.Date]*dayInfo{}, periods: map[matomo.PeriodKey]*newestPair{}}
+			ss = &siteState{open: map[matomo.Date]*dayInfo{}}
 			sc.st.sites[s.ID] = ss
 		}
 		ss.site = s

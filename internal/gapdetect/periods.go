@@ -3,6 +3,7 @@ package gapdetect
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -75,21 +76,14 @@ func periodsFrom(since matomo.Date) matomo.Date {
 // of it found (nil: the table is gone).
 func (sc *scanCtx) setPeriodFlags(table string, flags []matomo.DoneFlag) {
 	for _, ss := range sc.st.sites {
-		for k := range ss.periods {
-			if matomo.TableFor(k.Date) == table {
-				delete(ss.periods, k)
-			}
-		}
+		ss.periods = slices.DeleteFunc(ss.periods, func(e periodEntry) bool { return matomo.TableFor(e.date) == table })
 	}
 	for _, f := range flags {
 		ss := sc.st.sites[f.IDSite]
 		if ss == nil || f.Period < matomo.PeriodWeek || f.Period > matomo.PeriodYear {
 			continue
 		}
-		if ss.periods == nil {
-			ss.periods = map[matomo.PeriodKey]*newestPair{}
-		}
-		mergeInto(ss.periods, matomo.PeriodKey{Period: f.Period, Date: f.Date}, f)
+		ss.mergePeriod(f)
 	}
 }
 
@@ -217,7 +211,11 @@ func (sc *scanCtx) checkPeriods(ctx context.Context) error {
 	// judge classifies one period: nil, or a gap or a sum-check suspect.
 	judge := func(ss *siteState, p int, first, last matomo.Date) *periodCand {
 		k := matomo.PeriodKey{IDSite: ss.site.ID, Period: p, Date: first}
-		pr := ss.periods[matomo.PeriodKey{Period: p, Date: first}]
+		pv, has := ss.periodPair(p, first)
+		pr := &pv
+		if !has {
+			pr = nil
+		}
 		var q matomo.PeriodInvalidation
 		queued := false
 		if queuedSites[k.IDSite] {
@@ -573,8 +571,8 @@ func (ss *siteState) usableDay(d matomo.Date) bool {
 // only the limit speaks for it.
 func (sc *scanCtx) atRisk(ss *siteState, p int, first, last matomo.Date, s Safety) matomo.Date {
 	month := func(m matomo.Date) bool {
-		pr := ss.periods[matomo.PeriodKey{Period: matomo.PeriodMonth, Date: m}]
-		return pr != nil && pr.newest.IsOK()
+		pr, ok := ss.periodPair(matomo.PeriodMonth, m)
+		return ok && pr.newest.IsOK()
 	}
 	return sc.atRiskWith(ss, p, first, last, s, ss.usableDay, month)
 }
@@ -636,4 +634,53 @@ func (sc *scanCtx) atRiskWith(ss *siteState, p int, first, last matomo.Date, s S
 		}
 	}
 	return earliest
+}
+
+// periodEntry is the newest and newest OK done flag of one of a site's
+// weeks, months or years, packed as the day slots are: a site holds
+// about 70 of them, and 10,000 sites held them in maps of pointers to
+// full flags at 130 MiB.
+type periodEntry struct {
+	date, date2 matomo.Date
+	period      uint8
+	s           slot
+}
+
+func periodLess(p int, d matomo.Date, e periodEntry) int {
+	if p != int(e.period) {
+		return p - int(e.period)
+	}
+	return int(d - e.date)
+}
+
+// periodPair returns the newest and newest OK flags of the site's period
+// (p, first); ok is false when it has no archive.
+func (s *siteState) periodPair(p int, first matomo.Date) (newestPair, bool) {
+	i, found := slices.BinarySearchFunc(s.periods, 0, func(e periodEntry, _ int) int { return -periodLess(p, first, e) })
+	if !found {
+		return newestPair{}, false
+	}
+	e := s.periods[i]
+	flag := func(id, ts uint32, val uint8) matomo.DoneFlag {
+		f := flagOf(matomo.SiteDate{IDSite: s.site.ID, Date: e.date}, id, ts, val)
+		f.Period, f.Date2 = int(e.period), e.date2
+		if id == 0 {
+			return matomo.DoneFlag{}
+		}
+		return f
+	}
+	return newestPair{newest: flag(e.s.newestID, e.s.newestTS, e.s.newestVal), ok: flag(e.s.okID, e.s.okTS, e.s.okVal)}, true
+}
+
+// mergePeriod merges one period done row into the site's entries.
+func (s *siteState) mergePeriod(f matomo.DoneFlag) {
+	i, found := slices.BinarySearchFunc(s.periods, 0, func(e periodEntry, _ int) int { return -periodLess(f.Period, f.Date, e) })
+	if !found {
+		s.periods = slices.Insert(s.periods, i, periodEntry{date: f.Date, period: uint8(f.Period)})
+	}
+	e := &s.periods[i]
+	e.s.merge(f)
+	if e.date2 == 0 {
+		e.date2 = f.Date2 // the same for every archive of the period
+	}
 }

@@ -175,7 +175,8 @@ func (st *state) saved() savedState {
 		// A copy: the file is encoded after the lock is released, while
 		// the next scan may already change the live slice.
 		sv := savedSite{ID: id, Since: ss.since, Until: ss.until, Days: slices.Clone(ss.days), DayTS: slices.Clone(ss.dayTS)}
-		for _, p := range ss.periods {
+		for _, e := range ss.periods {
+			p, _ := ss.periodPair(int(e.period), e.date)
 			sv.Periods = append(sv.Periods, savedPeriod{Newest: p.newest, NewestOK: p.ok})
 		}
 		for d, info := range ss.open {
@@ -224,10 +225,12 @@ func (s savedState) state() (*state, error) {
 		if len(sv.DayTS) != len(sv.Days) {
 			return nil, fmt.Errorf("site %d: %d archive times for %d days", sv.ID, len(sv.DayTS), len(sv.Days))
 		}
-		ss := &siteState{since: sv.Since, until: sv.Until, days: sv.Days, dayTS: sv.DayTS, open: map[matomo.Date]*dayInfo{},
-			periods: map[matomo.PeriodKey]*newestPair{}}
+		ss := &siteState{since: sv.Since, until: sv.Until, days: sv.Days, dayTS: sv.DayTS, open: map[matomo.Date]*dayInfo{}}
 		for _, p := range sv.Periods {
-			ss.periods[matomo.PeriodKey{Period: p.Newest.Period, Date: p.Newest.Date}] = &newestPair{newest: p.Newest, ok: p.NewestOK}
+			ss.mergePeriod(p.Newest)
+			if p.NewestOK.IDArchive != 0 && p.NewestOK != p.Newest {
+				ss.mergePeriod(p.NewestOK)
+			}
 		}
 		for i, v := range ss.days {
 			if v > dsOpen {
