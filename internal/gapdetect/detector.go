@@ -670,7 +670,8 @@ func (sc *scanCtx) readTables(ctx context.Context, ids []int, tables []matomo.Ar
 			go func() {
 				defer func() { <-sem }()
 				clear(buf)
-				f := filled{t: t, buf: buf}
+				// About six week, month and year rows per site and table.
+				f := filled{t: t, buf: buf, periods: make([]matomo.DoneFlag, 0, 8*len(order))}
 				f.err = sc.d.db.TableFlags(ctx, t.Name, ids, sc.hashes, false, func(seg int, fl matomo.DoneFlag) {
 					if seg >= 0 {
 						if seg < len(sc.hashes) {

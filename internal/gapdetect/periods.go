@@ -75,8 +75,11 @@ func periodsFrom(since matomo.Date) matomo.Date {
 // setPeriodFlags replaces the period flags of one table with what a read
 // of it found (nil: the table is gone).
 func (sc *scanCtx) setPeriodFlags(table string, flags []matomo.DoneFlag) {
+	month, ok := tableMonth(table)
 	for _, ss := range sc.st.sites {
-		ss.periods = slices.DeleteFunc(ss.periods, func(e periodEntry) bool { return matomo.TableFor(e.date) == table })
+		if ok && len(ss.periods) > 0 {
+			ss.periods = slices.DeleteFunc(ss.periods, func(e periodEntry) bool { return e.date.Month() == month })
+		}
 	}
 	for _, f := range flags {
 		ss := sc.st.sites[f.IDSite]
@@ -676,6 +679,11 @@ func (s *siteState) periodPair(p int, first matomo.Date) (newestPair, bool) {
 func (s *siteState) mergePeriod(f matomo.DoneFlag) {
 	i, found := slices.BinarySearchFunc(s.periods, 0, func(e periodEntry, _ int) int { return -periodLess(f.Period, f.Date, e) })
 	if !found {
+		if s.periods == nil {
+			// About the window's weeks, months and years (and those
+			// reaching into it), so that the slice is allocated once.
+			s.periods = make([]periodEntry, 0, int(s.until-s.since)/7+int(s.until-s.since)/28+8)
+		}
 		s.periods = slices.Insert(s.periods, i, periodEntry{date: f.Date, period: uint8(f.Period)})
 	}
 	e := &s.periods[i]
