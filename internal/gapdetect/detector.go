@@ -132,6 +132,8 @@ type state struct {
 	// segMonths keeps the stored segments' day rows of each window
 	// table, merged (segFlags keeps their week, month and year rows).
 	segMonths map[string]*segMonth
+	// segPeriods keeps segFlags' week, month and year rows merged.
+	segPeriods map[string]map[segPeriodKey]*newestPair
 	// identity is matomo.DB.Identity at the last full scan; a state
 	// loaded from a file is checked against it before its first use.
 	identity      string

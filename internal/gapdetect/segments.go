@@ -218,10 +218,14 @@ func (sc *scanCtx) readSegments(ctx context.Context) error {
 	if key != sc.st.segHashes || sc.full || sc.st.segFlags == nil {
 		sc.st.segFlags = map[string][]segFlag{}
 		sc.st.segMonths = map[string]*segMonth{}
+		sc.st.segPeriods = map[string]map[segPeriodKey]*newestPair{}
 		sc.st.segHashes = key
 	}
 	if sc.st.segMonths == nil {
 		sc.st.segMonths = map[string]*segMonth{}
+	}
+	if sc.st.segPeriods == nil {
+		sc.st.segPeriods = map[string]map[segPeriodKey]*newestPair{}
 	}
 	sc.segRead = map[string]bool{}
 	return nil
@@ -243,6 +247,7 @@ func (sc *scanCtx) keepSegmentFlags(table string, periodsOnly bool, flags []segF
 		sc.segRead[table] = true
 	}
 	sc.st.segFlags[periodsCacheKey(table)] = periods
+	delete(sc.st.segPeriods, periodsCacheKey(table))
 	sc.segRead[periodsCacheKey(table)] = true
 	sc.stats.SegmentRows += len(flags)
 }
@@ -253,12 +258,14 @@ func (sc *scanCtx) checkSegments(ctx context.Context) error {
 		return nil
 	}
 	newest := map[segKey]*newestPair{}
-	pnewest := map[segPeriodKey]*newestPair{}
-	padd := func(h string, f matomo.DoneFlag) {
-		if sc.st.sites[f.IDSite] == nil || f.Period < matomo.PeriodWeek || f.Period > matomo.PeriodYear {
-			return
+	// Period rows are merged once per table read too (segPeriods), by
+	// the month of their first day.
+	pmerged := map[matomo.Date]map[segPeriodKey]*newestPair{}
+	pnewestOf := func(k segPeriodKey) *newestPair {
+		if sc.st.sites[k.pk.IDSite] == nil {
+			return nil
 		}
-		mergeInto(pnewest, segPeriodKey{h, matomo.PeriodKey{IDSite: f.IDSite, Period: f.Period, Date: f.Date}}, f)
+		return pmerged[k.pk.Date.Month()][k]
 	}
 	// The table reads of this scan returned the segment rows of the
 	// tables whose signature moved; the others' rows are kept from an
@@ -283,6 +290,7 @@ func (sc *scanCtx) checkSegments(ctx context.Context) error {
 				return err
 			}
 			sc.st.segFlags[ck] = cached
+			delete(sc.st.segPeriods, ck)
 			sc.stats.SegmentRows += len(cached)
 		}
 		if use == nil {
@@ -328,8 +336,25 @@ func (sc *scanCtx) checkSegments(ctx context.Context) error {
 	}
 	for m := periodsFrom(sc.window.Since).Month(); m <= sc.window.Until; m = nextMonth(m) {
 		t := matomo.TableFor(m)
-		if err := cachedRead(t, periodsCacheKey(t), sc.d.db.SegmentPeriodFlags, padd); err != nil {
+		ck := periodsCacheKey(t)
+		if err := cachedRead(t, ck, sc.d.db.SegmentPeriodFlags, nil); err != nil {
 			return err
+		}
+		pm := sc.st.segPeriods[ck]
+		if pm == nil {
+			pm = map[segPeriodKey]*newestPair{}
+			for _, sf := range sc.st.segFlags[ck] {
+				if f := sf.f; f.Period >= matomo.PeriodWeek && f.Period <= matomo.PeriodYear {
+					mergeInto(pm, segPeriodKey{sf.hash, matomo.PeriodKey{IDSite: f.IDSite, Period: f.Period, Date: f.Date}}, f)
+				}
+			}
+			sc.st.segPeriods[ck] = pm
+		}
+		pmerged[m] = pm
+	}
+	for ck := range sc.st.segPeriods {
+		if _, ok := sc.st.segFlags[ck]; !ok {
+			delete(sc.st.segPeriods, ck)
 		}
 	}
 	// Cached rows of tables no longer read (the window moved on) go.
@@ -421,7 +446,7 @@ func (sc *scanCtx) checkSegments(ctx context.Context) error {
 					}
 					k := segPeriodKey{s.Hash, matomo.PeriodKey{IDSite: id, Period: p, Date: first}}
 					f := DayFacts{Date: first, Loc: ss.site.Loc, Now: sc.now, Grace: sc.d.opt.Grace, Raw: 1}
-					if pr := pnewest[k]; pr != nil {
+					if pr := pnewestOf(k); pr != nil {
 						f.Newest, f.NewestOK = pr.newest, pr.ok
 					}
 					if t, ok := pqueued[k]; ok {
@@ -502,7 +527,7 @@ func (sc *scanCtx) checkSegments(ctx context.Context) error {
 			return p != nil && p.newest.IsOK()
 		}
 		usableMonth := func(m matomo.Date) bool {
-			p := pnewest[segPeriodKey{hash, matomo.PeriodKey{IDSite: id, Period: matomo.PeriodMonth, Date: m}}]
+			p := pnewestOf(segPeriodKey{hash, matomo.PeriodKey{IDSite: id, Period: matomo.PeriodMonth, Date: m}})
 			return p != nil && p.newest.IsOK()
 		}
 		pf := PeriodFacts{DayFacts: f, Period: c.period, Last: c.last,
